@@ -1,0 +1,77 @@
+/*
+ * agent.h: the vmcgi guest agent, PID 1 of every guest.
+ *
+ * The agent answers the host over the virtio-serial port named
+ * PROTO_PORT_NAME and runs one handler per VM as an unprivileged user.
+ */
+#ifndef VMCGI_AGENT_H
+#define VMCGI_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../../include/proto.h"
+
+#define AGENT_UID 1000
+#define AGENT_GID 1000
+#define AGENT_SCRIPT_DIR "/run/vmcgi"
+#define AGENT_SCRIPT_PATH AGENT_SCRIPT_DIR "/handler"
+
+#define nitems(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A byte queue: append at the tail, consume from the head. */
+struct buf {
+	uint8_t *b_data;
+	size_t b_off;		/* first unconsumed byte */
+	size_t b_len;		/* unconsumed bytes */
+	size_t b_cap;
+};
+
+int buf_append(struct buf *, const void *, size_t);
+void buf_consume(struct buf *, size_t);
+void buf_free(struct buf *);
+#define buf_head(b) ((b)->b_data + (b)->b_off)
+
+/* The channel to the host: a non-blocking port plus its two queues. */
+struct chan {
+	int c_fd;
+	struct buf c_in;
+	struct buf c_out;
+};
+
+/* One message as read; m_data points into c_in until chan_done. */
+struct msg {
+	uint32_t m_type;
+	uint32_t m_len;
+	const uint8_t *m_data;
+};
+
+int chan_open(struct chan *);
+int chan_send(struct chan *, uint32_t, const void *, size_t);
+int chan_flush(struct chan *);
+int chan_fill(struct chan *);
+int chan_next(struct chan *, struct msg *);
+int chan_find_hello(struct chan *, struct msg *);
+void chan_done(struct chan *, const struct msg *);
+
+/* What the host asked for before RUN. */
+struct job {
+	struct buf j_script;
+	char *j_env[PROTO_MAX_ENV + 1];	/* NULL-terminated */
+	size_t j_nenv;
+	struct proto_run j_run;
+};
+
+int handler_run(struct chan *, struct job *, int);
+void handler_killall(void);
+
+int agent_reap(pid_t, int *);
+void agent_idle(struct chan *, int);
+
+void log_warn(const char *, ...)
+    __attribute__((format(printf, 1, 2)));
+void log_warnx(const char *, ...)
+    __attribute__((format(printf, 1, 2)));
+
+#endif /* VMCGI_AGENT_H */
