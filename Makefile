@@ -1,0 +1,109 @@
+# vmcgi: a FastCGI responder that runs webhook handlers in microVMs.
+#
+#   make          build build/vmcgi
+#   make image    build the guest kernel + initramfs under build/guest
+#   make demo     install, build, and send the example webhooks via nginx
+#   make run      the same, but keep serving until Ctrl-C
+#   make test     install, build and run every test
+#
+# V=1 shows the commands; WERROR= turns warnings back into warnings.
+
+CC	?= cc
+BUILD	:= build
+V	?= 0
+WERROR	?= -Werror
+
+Q := $(if $(filter 1,$(V)),,@)
+
+CFLAGS	+= -std=gnu11
+CFLAGS	+= -O2 -g
+CFLAGS	+= -D_GNU_SOURCE
+CFLAGS	+= -Wall
+CFLAGS	+= -Wextra
+CFLAGS	+= -Wshadow
+CFLAGS	+= -Wformat=2
+CFLAGS	+= -Wmissing-prototypes
+CFLAGS	+= -Wstrict-prototypes
+CFLAGS	+= $(WERROR)
+CFLAGS	+= -Iinclude
+CFLAGS	+= -pthread
+
+LDLIBS	+= -lfcgi
+LDLIBS	+= -liniparser
+LDLIBS	+= -pthread
+
+SRCS	:= src/accel.c
+SRCS	+= src/chan.c
+SRCS	+= src/config.c
+SRCS	+= src/log.c
+SRCS	+= src/qmp.c
+SRCS	+= src/request.c
+SRCS	+= src/response.c
+SRCS	+= src/route.c
+SRCS	+= src/vm.c
+SRCS	+= src/worker.c
+
+OBJS	:= $(SRCS:src/%.c=$(BUILD)/obj/%.o)
+
+# Debian packages: to build, to build the guest, to run and to test.
+DEB_BUILD := gcc make pkg-config libc6-dev libfcgi-dev libiniparser-dev
+DEB_BUILD += libnl-3-dev libnl-route-3-dev libseccomp-dev
+DEB_GUEST := busybox-static cpio zstd dpkg-dev apt
+DEB_RUN   := qemu-system-x86 nginx-light iproute2
+DEB_TEST  := python3 curl
+STAMP_DEPS := $(BUILD)/.deps-installed
+
+.PHONY: all deps image demo run test unit clean
+
+all: $(BUILD)/vmcgi
+
+$(STAMP_DEPS):
+	@mkdir -p $(BUILD)
+	$(Q)tests/install-deps.sh $(DEB_BUILD) $(DEB_GUEST) $(DEB_RUN) $(DEB_TEST)
+	@touch $@
+
+deps: $(STAMP_DEPS)
+
+$(BUILD)/obj/%.o: src/%.c include/*.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/vmcgi: $(OBJS) $(BUILD)/obj/main.o
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+AGENT_SRCS := $(wildcard src/agent/*.c)
+
+$(BUILD)/agent: $(AGENT_SRCS) include/proto.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@ (static)")
+	$(Q)$(CC) -std=gnu11 -O2 -Wall -Wextra $(WERROR) -Iinclude -static \
+		-o $@ $(AGENT_SRCS)
+
+$(BUILD)/guest/initrd.img: $(BUILD)/agent guest/init guest/mkimage.sh
+	$(Q)guest/mkimage.sh $(BUILD)/guest $(BUILD)/debs $(BUILD)/agent
+
+image: $(STAMP_DEPS) $(BUILD)/guest/initrd.img
+
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+
+$(BUILD)/tests/%: tests/unit/%.c $(OBJS)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+unit: $(UNIT_TESTS)
+	$(Q)tests/run-unit.sh $(UNIT_TESTS)
+
+demo: $(STAMP_DEPS) all image
+	$(Q)examples/demo.sh
+
+run: $(STAMP_DEPS) all image
+	$(Q)examples/demo.sh --serve
+
+test: $(STAMP_DEPS) all image $(UNIT_TESTS)
+	$(Q)tests/run-all.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD)/obj $(BUILD)/tests $(BUILD)/vmcgi $(BUILD)/agent

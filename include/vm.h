@@ -1,0 +1,60 @@
+/*
+ * vm.h: QEMU microvm processes: the template booted once and snapshotted,
+ * and the clones restored from that snapshot, one per event.
+ */
+#ifndef VMCGI_VM_H
+#define VMCGI_VM_H
+
+#include <sys/types.h>
+
+#include "chan.h"
+#include "config.h"
+#include "qmp.h"
+
+/* A template's snapshot on disk, ready to be cloned. */
+struct snapshot {
+	const struct tmpl *tmpl;
+	const char	*qemu;
+	char		*mem_path;	/* guest RAM, mapped private by clones */
+	char		*state_path;	/* device state, migration stream */
+	const char	*accel;		/* "kvm" or "tcg" */
+	int		 reused;	/* 1 if an earlier run's snapshot fit */
+	unsigned	 boot_ms;	/* cold boot to ready, if booted now */
+};
+
+/* One live clone. */
+struct vm {
+	pid_t		 pid;
+	struct chan	 chan;
+	struct qmp	 qmp;
+	int		 errfd;		/* QEMU's stderr, non-blocking */
+	unsigned	 restore_ms;	/* spawn to guest READY */
+};
+
+/*
+ * Make sure a snapshot of t exists and matches its inputs: reuse the one in
+ * cfg->state_dir if its stamp fits, else cold boot the template and
+ * snapshot it.  Blocks for the boot.  0, or -1 with a message in err.
+ */
+int	snapshot_prepare(struct snapshot *s, const struct config *cfg,
+	    const struct tmpl *t, const char *accel, char *err, size_t errlen);
+void	snapshot_free(struct snapshot *s);
+
+/*
+ * Start a clone of s, load its state, let it run and complete the HELLO /
+ * READY handshake (clock and RNG set).  Blocks up to timeout_ms.  0, or -1
+ * with a message in err and nothing left running.
+ */
+int	vm_restore(const struct snapshot *s, struct vm *vm, int timeout_ms,
+	    char *err, size_t errlen);
+
+/* Kill the clone's QEMU, reap it, close everything.  Idempotent. */
+void	vm_destroy(struct vm *vm);
+
+/* Copy up to len-1 bytes QEMU wrote to stderr into buf; returns length. */
+size_t	vm_stderr(struct vm *vm, char *buf, size_t len);
+
+/* Kill every QEMU this process still has; for shutdown.  Async-safe. */
+void	vm_kill_all(void);
+
+#endif /* VMCGI_VM_H */

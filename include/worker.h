@@ -1,0 +1,40 @@
+/*
+ * worker.h: the FastCGI side: the listening socket and the worker threads
+ * that each serve one request at a time.
+ */
+#ifndef VMCGI_WORKER_H
+#define VMCGI_WORKER_H
+
+#include <pthread.h>
+
+#include <fcgiapp.h>
+
+#include "config.h"
+#include "vm.h"
+
+struct server {
+	const struct config	*cfg;
+	struct snapshot		*snaps;		/* one per cfg->tmpls[] */
+	int			 listen_fd;
+	int			 stop_rd;	/* readable once stopping */
+	int			 stop_wr;
+	pthread_t		*threads;
+	unsigned		 nthreads;
+};
+
+/* Create the socket named by cfg->listen; fd or -1 with a log line. */
+int	worker_listen(const struct config *cfg);
+
+/* Start cfg->workers threads; 0 or -1 with a log line. */
+int	worker_start(struct server *srv);
+
+/*
+ * Stop accepting, let requests in flight finish, join the threads.
+ * Waits at most grace_ms; returns 0 if every thread ended in time.
+ */
+int	worker_stop(struct server *srv, unsigned grace_ms);
+
+/* Serve one accepted FastCGI request; in request.c. */
+void	request_serve(struct server *srv, FCGX_Request *fcgi);
+
+#endif /* VMCGI_WORKER_H */

@@ -1,0 +1,179 @@
+/*
+ * vmcgi: a FastCGI responder that runs each webhook event's handler in a
+ * fresh microVM restored from a snapshot.
+ */
+#include <errno.h>
+#include <fcgiapp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "accel.h"
+#include "config.h"
+#include "log.h"
+#include "vm.h"
+#include "worker.h"
+
+#define DEFAULT_CONFIG "/etc/vmcgi/vmcgi.ini"
+
+/*
+ * How long shutdown waits for requests in flight beyond the longest
+ * handler timeout: a restore and the host's grace period.
+ */
+#define SHUTDOWN_SLACK_MS 40000
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: vmcgi [-t] [-c config]\n"
+	    "  -c config  configuration file (default %s)\n"
+	    "  -t         check the configuration and exit\n", DEFAULT_CONFIG);
+	exit(2);
+}
+
+/*
+ * libfcgi closes connections with select(2), which breaks on descriptors
+ * past FD_SETSIZE (CVE-2012-6687): keep every descriptor below it.
+ */
+static void
+limit_descriptors(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		fatal("getrlimit RLIMIT_NOFILE");
+	if (rl.rlim_cur > FD_SETSIZE || rl.rlim_cur == RLIM_INFINITY) {
+		rl.rlim_cur = FD_SETSIZE;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			fatal("setrlimit RLIMIT_NOFILE %d", FD_SETSIZE);
+	}
+}
+
+static void
+block_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+	if (pthread_sigmask(SIG_BLOCK, set, NULL) != 0)
+		fatalx("pthread_sigmask failed");
+	signal(SIGPIPE, SIG_IGN);	/* client aborts are write errors */
+}
+
+static struct snapshot *
+prepare_templates(const struct config *cfg)
+{
+	struct snapshot *snaps;
+	const char *accel;
+	char why[256], err[1024];
+	size_t i;
+
+	if (mkdir(cfg->state_dir, 0700) < 0 && errno != EEXIST)
+		fatal("mkdir \"%s\"", cfg->state_dir);
+	snaps = calloc(cfg->ntmpls, sizeof(*snaps));
+	if (snaps == NULL)
+		fatal("calloc");
+	for (i = 0; i < cfg->ntmpls; i++) {
+		const struct tmpl *t = &cfg->tmpls[i];
+
+		accel = accel_choose(t->accel, why, sizeof(why));
+		if (accel == NULL)
+			fatalx("template %s: accel kvm unusable: %s", t->name,
+			    why);
+		log_info("template %s: accelerator %s (%s)", t->name, accel,
+		    why);
+		if (snapshot_prepare(&snaps[i], cfg, t, accel, err,
+		    sizeof(err)) < 0)
+			fatalx("template %s: %s", t->name, err);
+		if (snaps[i].reused)
+			log_info("template %s: reusing snapshot \"%s\"",
+			    t->name, snaps[i].state_path);
+		else
+			log_info("template %s: booted in %u ms, snapshot "
+			    "\"%s\"", t->name, snaps[i].boot_ms,
+			    snaps[i].state_path);
+	}
+	return snaps;
+}
+
+static unsigned
+longest_timeout(const struct config *cfg)
+{
+	unsigned ms = 0;
+	size_t i;
+
+	for (i = 0; i < cfg->nhandlers; i++)
+		if (cfg->handlers[i].timeout_ms > ms)
+			ms = cfg->handlers[i].timeout_ms;
+	return ms;
+}
+
+int
+main(int argc, char *argv[])
+{
+	const char *path = DEFAULT_CONFIG;
+	struct server srv = { .listen_fd = -1 };
+	struct config cfg;
+	char err[1024];
+	sigset_t set;
+	int ch, test = 0, sig = 0;
+
+	while ((ch = getopt(argc, argv, "c:th")) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			test = 1;
+			break;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+	log_init("vmcgi", LOG_LVL_INFO);
+	if (config_load(path, &cfg, err, sizeof(err)) < 0)
+		fatalx("%s", err);
+	if (test) {
+		fprintf(stderr, "vmcgi: configuration \"%s\" is valid: %zu "
+		    "templates, %zu tenants, %zu handlers\n", path,
+		    cfg.ntmpls, cfg.ntenants, cfg.nhandlers);
+		config_free(&cfg);
+		return 0;
+	}
+	log_set_level(cfg.log_level);
+	limit_descriptors();
+	block_signals(&set);
+	srv.cfg = &cfg;
+	srv.snaps = prepare_templates(&cfg);
+	if (FCGX_Init() != 0)
+		fatalx("FCGX_Init failed");
+	srv.listen_fd = worker_listen(&cfg);
+	if (srv.listen_fd < 0)
+		fatalx("cannot listen on \"%s\"", cfg.listen);
+	if (worker_start(&srv) < 0)
+		fatalx("cannot start workers");
+	log_info("listening on \"%s\" with %u workers, %zu handlers",
+	    cfg.listen, cfg.workers, cfg.nhandlers);
+	while (sig != SIGTERM && sig != SIGINT) {
+		if (sigwait(&set, &sig) != 0)
+			fatalx("sigwait failed");
+		if (sig == SIGHUP)
+			log_info("SIGHUP ignored: restart vmcgi to reload");
+	}
+	log_info("signal %d: stopping; requests in flight finish", sig);
+	if (worker_stop(&srv, longest_timeout(&cfg) + SHUTDOWN_SLACK_MS) < 0)
+		log_warnx("requests still running at the deadline: killing "
+		    "their VMs");
+	vm_kill_all();
+	if (cfg.listen[0] == '/')
+		unlink(cfg.listen);
+	log_info("stopped");
+	return 0;
+}

@@ -1,0 +1,293 @@
+/*
+ * response.c: FastCGI output.  libfcgi buffers 8 KB of stdout, so every
+ * piece of handler output is flushed at once: streaming is the point.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "response.h"
+
+struct reason {
+	int		 status;
+	const char	*text;
+};
+
+static const struct reason reasons[] = {
+	{ 200, "OK" }, { 201, "Created" }, { 202, "Accepted" },
+	{ 204, "No Content" }, { 301, "Moved Permanently" }, { 302, "Found" },
+	{ 303, "See Other" }, { 304, "Not Modified" },
+	{ 400, "Bad Request" }, { 401, "Unauthorized" }, { 403, "Forbidden" },
+	{ 404, "Not Found" }, { 405, "Method Not Allowed" },
+	{ 409, "Conflict" }, { 413, "Content Too Large" },
+	{ 422, "Unprocessable Content" }, { 429, "Too Many Requests" },
+	{ 500, "Internal Server Error" }, { 502, "Bad Gateway" },
+	{ 503, "Service Unavailable" }, { 504, "Gateway Timeout" },
+};
+
+const char *
+response_reason(int status)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+		if (reasons[i].status == status)
+			return reasons[i].text;
+	return "Status";
+}
+
+void
+response_init(struct response *r, FCGX_Request *fcgi, const char *id,
+    int cgi)
+{
+	memset(r, 0, sizeof(*r));
+	r->fcgi = fcgi;
+	r->id = id;
+	r->cgi = cgi;
+}
+
+void
+response_free(struct response *r)
+{
+	free(r->cgi_buf);
+	r->cgi_buf = NULL;
+}
+
+static int
+response_put(struct response *r, const char *p, size_t n)
+{
+	if (r->client_gone)
+		return -EPIPE;
+	if (n > 0 && FCGX_PutStr(p, (int)n, r->fcgi->out) != (int)n)
+		r->client_gone = 1;
+	if (!r->client_gone && FCGX_FFlush(r->fcgi->out) < 0)
+		r->client_gone = 1;
+	return r->client_gone ? -EPIPE : 0;
+}
+
+static int
+response_head(struct response *r, int status, const char *ctype,
+    const char *extra)
+{
+	char head[1024];
+	int n;
+
+	n = snprintf(head, sizeof(head), "Status: %d %s\r\nX-Request-Id: %s"
+	    "\r\n%s%s%s%s", status, response_reason(status), r->id,
+	    ctype ? "Content-Type: " : "", ctype ? ctype : "",
+	    ctype ? "\r\n" : "", extra ? extra : "");
+	if (n < 0 || (size_t)n >= sizeof(head))
+		return -E2BIG;
+	r->status = status;
+	return response_put(r, head, (size_t)n);
+}
+
+void
+response_error(struct response *r, int status, const char *msg,
+    const char *extra_header)
+{
+	char body[512];
+	int n;
+
+	if (r->status != 0)
+		return;
+	n = snprintf(body, sizeof(body), "{\"error\": \"%s\", "
+	    "\"request_id\": \"%s\"}\n", msg, r->id);
+	if (n < 0 || (size_t)n >= sizeof(body))
+		n = 0;
+	if (response_head(r, status, "application/json",
+	    extra_header) == 0 && response_put(r, "\r\n", 2) == 0)
+		response_put(r, body, (size_t)n);
+	r->body_bytes = (size_t)n;
+}
+
+void
+response_empty(struct response *r)
+{
+	if (r->status == 0 && response_head(r, 204, NULL, NULL) == 0)
+		response_put(r, "\r\n", 2);
+}
+
+void
+response_abort(struct response *r)
+{
+	/*
+	 * Without FCGI_END_REQUEST nginx logs "upstream prematurely closed"
+	 * and leaves the chunked body unterminated: the client can tell.
+	 */
+	FCGX_FFlush(r->fcgi->out);
+	shutdown(r->fcgi->ipcFd, SHUT_RDWR);
+	r->aborted = 1;
+}
+
+size_t
+response_pending(const struct response *r)
+{
+	return r->cgi_len;
+}
+
+/* A header name is an RFC 9110 token; a value has no control bytes. */
+static int
+cgi_line_valid(const char *line, size_t len, size_t *colon)
+{
+	size_t i;
+
+	for (i = 0; i < len && line[i] != ':'; i++)
+		if (!isalnum((unsigned char)line[i]) && line[i] != '-' &&
+		    line[i] != '_')
+			return 0;
+	if (i == 0 || i == len)
+		return 0;
+	*colon = i;
+	for (i++; i < len; i++)
+		if ((unsigned char)line[i] < 0x20 && line[i] != '\t')
+			return 0;
+	return 1;
+}
+
+static int
+cgi_status(const char *v, size_t n)
+{
+	int s;
+
+	while (n > 0 && (*v == ' ' || *v == '\t'))
+		v++, n--;
+	if (n < 3 || !isdigit((unsigned char)v[0]) ||
+	    !isdigit((unsigned char)v[1]) || !isdigit((unsigned char)v[2]) ||
+	    (n > 3 && v[3] != ' '))
+		return -1;
+	s = (v[0] - '0') * 100 + (v[1] - '0') * 10 + (v[2] - '0');
+	return s >= 200 && s <= 599 ? s : -1;
+}
+
+/*
+ * Turn a complete header block (hdr, len bytes, up to but not including
+ * the blank line) into our FastCGI head.  -EPROTO if any line is bad.
+ */
+static int
+cgi_emit(struct response *r, const char *hdr, size_t len,
+    const char *content_type)
+{
+	char *out;
+	size_t olen = 0, colon, ll;
+	const char *line = hdr, *end = hdr + len, *nl;
+	int status = 0, have_ctype = 0, have_location = 0, rc;
+
+	out = malloc(2 * len + 64);	/* "\n" may become "\r\n" */
+	if (out == NULL)
+		return -ENOMEM;
+	while (line < end) {
+		nl = memchr(line, '\n', (size_t)(end - line));
+		ll = (size_t)((nl ? nl : end) - line);
+		if (ll > 0 && line[ll - 1] == '\r')
+			ll--;
+		if (!cgi_line_valid(line, ll, &colon)) {
+			free(out);
+			return -EPROTO;
+		}
+		if (colon == 6 && strncasecmp(line, "Status", 6) == 0) {
+			status = cgi_status(line + 7, ll - 7);
+			if (status < 0) {
+				free(out);
+				return -EPROTO;
+			}
+		} else if (!(colon == 12 &&
+		    strncasecmp(line, "X-Request-Id", 12) == 0)) {
+			have_ctype |= colon == 12 &&
+			    strncasecmp(line, "Content-Type", 12) == 0;
+			have_location |= colon == 8 &&
+			    strncasecmp(line, "Location", 8) == 0;
+			memcpy(out + olen, line, ll);
+			olen += ll;
+			out[olen++] = '\r';
+			out[olen++] = '\n';
+		}
+		line = nl ? nl + 1 : end;
+	}
+	out[olen] = '\0';
+	if (status == 0)
+		status = have_location ? 302 : 200;
+	rc = response_head(r, status, have_ctype ? NULL : content_type, out);
+	free(out);
+	if (rc == 0)
+		rc = response_put(r, "\r\n", 2);
+	return rc;
+}
+
+/* Where the blank line ending the header block starts, or NULL. */
+static const char *
+cgi_find_end(const char *p, size_t n, size_t *seplen)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (p[i] != '\n')
+			continue;
+		if (i + 1 < n && p[i + 1] == '\n') {
+			*seplen = 2;
+			return p + i;
+		}
+		if (i + 2 < n && p[i + 1] == '\r' && p[i + 2] == '\n') {
+			*seplen = 3;
+			return p + i;
+		}
+	}
+	return NULL;
+}
+
+static int
+response_cgi(struct response *r, const char *content_type, const char *p,
+    size_t n)
+{
+	const char *end;
+	size_t seplen, hlen, rest;
+	char *nb;
+	int rc;
+
+	if (r->cgi_len + n > RESPONSE_CGI_HEADER_MAX + 65536)
+		n = RESPONSE_CGI_HEADER_MAX + 65536 - r->cgi_len;
+	nb = realloc(r->cgi_buf, r->cgi_len + n + 1);
+	if (nb == NULL)
+		return -ENOMEM;
+	r->cgi_buf = nb;
+	memcpy(r->cgi_buf + r->cgi_len, p, n);
+	r->cgi_len += n;
+	end = cgi_find_end(r->cgi_buf, r->cgi_len, &seplen);
+	if (end == NULL)
+		return r->cgi_len > RESPONSE_CGI_HEADER_MAX ? -EPROTO : 0;
+	hlen = (size_t)(end - r->cgi_buf);
+	if (hlen > RESPONSE_CGI_HEADER_MAX)
+		return -EPROTO;
+	rc = cgi_emit(r, r->cgi_buf, hlen + 1, content_type);
+	if (rc < 0)
+		return rc;
+	rest = r->cgi_len - hlen - seplen;
+	r->body_bytes += rest;
+	rc = response_put(r, end + seplen, rest);
+	free(r->cgi_buf);
+	r->cgi_buf = NULL;
+	r->cgi_len = 0;
+	return rc;
+}
+
+int
+response_stdout(struct response *r, const char *content_type, const char *p,
+    size_t n)
+{
+	int rc;
+
+	if (r->status == 0 && r->cgi)
+		return response_cgi(r, content_type, p, n);
+	if (r->status == 0) {
+		rc = response_head(r, 200, content_type, NULL);
+		if (rc == 0)
+			rc = response_put(r, "\r\n", 2);
+		if (rc < 0)
+			return rc;
+	}
+	r->body_bytes += n;
+	return response_put(r, p, n);
+}

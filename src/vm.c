@@ -1,0 +1,638 @@
+/*
+ * vm.c: QEMU microvm processes.
+ *
+ * The template boots once with its RAM in a shared memory-backend-file, so
+ * that RAM is already on disk when QEMU migrates the device state (the
+ * "x-ignore-shared" capability skips shared RAM).  A clone maps the same
+ * file private (copy on write) and loads the device state from the state
+ * file: it resumes where the template stopped, in the agent's read().
+ *
+ * Every QEMU gets its agent channel and its monitor as inherited ends of
+ * socketpairs (fd 3 and 4) and its state file as fd 5, so no socket path
+ * or temporary file exists for anyone else to reach.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "vm.h"
+
+#define VM_CMDLINE "console=ttyS0 quiet panic=-1 rdinit=/init"
+#define VM_MAX_ARGS 64
+#define VM_FD_CHAN 3
+#define VM_FD_QMP 4
+#define VM_FD_STATE 5
+#define VM_HELLO_RESEND_MS 100
+#define VM_QMP_TIMEOUT_MS 10000
+#define VM_MAX_LIVE 1024
+
+/* Live QEMU pids, so shutdown can kill what a stuck worker still holds. */
+static pthread_mutex_t vm_live_lock = PTHREAD_MUTEX_INITIALIZER;
+static volatile pid_t vm_live[VM_MAX_LIVE];
+
+static long
+vm_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
+}
+
+static void
+vm_live_set(pid_t old, pid_t new)
+{
+	size_t i;
+
+	pthread_mutex_lock(&vm_live_lock);
+	for (i = 0; i < VM_MAX_LIVE; i++) {
+		if (vm_live[i] == old) {
+			vm_live[i] = new;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&vm_live_lock);
+}
+
+void
+vm_kill_all(void)
+{
+	size_t i;
+
+	for (i = 0; i < VM_MAX_LIVE; i++)
+		if (vm_live[i] > 0)
+			kill(vm_live[i], SIGKILL);
+}
+
+struct argv {
+	char	*v[VM_MAX_ARGS + 1];
+	size_t	 n;
+};
+
+static void
+argv_add(struct argv *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+argv_add(struct argv *a, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	if (a->n == VM_MAX_ARGS)
+		abort();	/* a programming error: the list is fixed */
+	a->v[a->n++] = s;
+	a->v[a->n] = NULL;
+}
+
+static void
+argv_free(struct argv *a)
+{
+	while (a->n > 0)
+		free(a->v[--a->n]);
+}
+
+/* The command line both the template and its clones share. */
+static void
+vm_args(struct argv *a, const struct snapshot *s, int clone)
+{
+	const struct tmpl *t = s->tmpl;
+	unsigned long long mb = (unsigned long long)(t->memory >> 20);
+
+	argv_add(a, "%s", s->qemu);
+	argv_add(a, "-nodefaults");
+	argv_add(a, "-no-user-config");
+	argv_add(a, "-display");
+	argv_add(a, "none");
+	argv_add(a, "-M");
+	argv_add(a, "microvm,memory-backend=ram");
+	argv_add(a, "-accel");
+	argv_add(a, "%s", s->accel);
+	argv_add(a, "-cpu");
+	argv_add(a, "%s", strcmp(s->accel, "kvm") == 0 ? "host" : "max");
+	argv_add(a, "-smp");
+	argv_add(a, "%u", t->vcpus);
+	argv_add(a, "-m");
+	argv_add(a, "%lluM", mb);
+	argv_add(a, "-object");
+	argv_add(a, "memory-backend-file,id=ram,size=%lluM,mem-path=%s,"
+	    "share=%s", mb, s->mem_path, clone ? "off" : "on");
+	argv_add(a, "-kernel");
+	argv_add(a, "%s", t->kernel);
+	argv_add(a, "-initrd");
+	argv_add(a, "%s", t->initrd);
+	argv_add(a, "-append");
+	argv_add(a, "%s", VM_CMDLINE);
+	argv_add(a, "-serial");
+	if (clone)
+		argv_add(a, "null");
+	else
+		argv_add(a, "file:%s.console", s->state_path);
+	argv_add(a, "-device");
+	argv_add(a, "virtio-serial-device");
+	argv_add(a, "-chardev");
+	argv_add(a, "socket,id=agent,fd=%d", VM_FD_CHAN);
+	argv_add(a, "-device");
+	argv_add(a, "virtserialport,chardev=agent,name=%s", PROTO_PORT_NAME);
+	argv_add(a, "-chardev");
+	argv_add(a, "socket,id=qmp,fd=%d", VM_FD_QMP);
+	argv_add(a, "-mon");
+	argv_add(a, "chardev=qmp,mode=control");
+	argv_add(a, "-nic");
+	argv_add(a, "none");
+	argv_add(a, "-no-reboot");
+	if (clone) {
+		argv_add(a, "-incoming");
+		argv_add(a, "defer");
+	}
+}
+
+/*
+ * In the child, between fork and exec: only async-signal-safe calls.
+ * Moves the three descriptors to 3, 4, 5 and closes everything else, so
+ * no FastCGI connection of another worker leaks into QEMU.
+ */
+static void
+vm_child(char **argv, int chan, int qmp, int state, int errfd, pid_t parent)
+{
+	int fds[4] = { chan, qmp, state, errfd };
+	sigset_t none;
+	int i, null;
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	signal(SIGPIPE, SIG_DFL);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		_exit(126);
+	for (i = 0; i < 4; i++)
+		if (fds[i] >= 0 && (fds[i] = fcntl(fds[i], F_DUPFD, 100)) < 0)
+			_exit(126);
+	null = open("/dev/null", O_RDWR);
+	if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 ||
+	    dup2(fds[3] >= 0 ? fds[3] : null, 2) < 0 ||
+	    dup2(fds[0], VM_FD_CHAN) < 0 || dup2(fds[1], VM_FD_QMP) < 0)
+		_exit(126);
+	if (fds[2] >= 0 && dup2(fds[2], VM_FD_STATE) < 0)
+		_exit(126);
+	close_range(VM_FD_STATE + (fds[2] >= 0), ~0U, 0);
+	execv(argv[0], argv);
+	_exit(127);
+}
+
+/*
+ * Fork and exec QEMU with argv.  On success fills vm->pid, vm->chan,
+ * vm->qmp.fd and vm->errfd and returns 0; else -errno, nothing running.
+ */
+static int
+vm_spawn(struct vm *vm, char **argv, int statefd, int errfd_in)
+{
+	int chan[2] = { -1, -1 }, qmp[2] = { -1, -1 }, errp[2] = { -1, -1 };
+	pid_t parent = getpid();
+	int rc = 0;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qmp) < 0 ||
+	    (errfd_in < 0 && pipe2(errp, O_CLOEXEC | O_NONBLOCK) < 0)) {
+		rc = -errno;
+		goto fail;
+	}
+	vm->pid = fork();
+	if (vm->pid < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if (vm->pid == 0)
+		vm_child(argv, chan[1], qmp[1], statefd,
+		    errfd_in >= 0 ? errfd_in : errp[1], parent);
+	vm_live_set(0, vm->pid);
+	close(chan[1]);
+	close(qmp[1]);
+	if (errp[1] >= 0)
+		close(errp[1]);
+	fcntl(chan[0], F_SETFL, O_NONBLOCK);
+	vm->errfd = errp[0];
+	vm->qmp.fd = qmp[0];
+	if (chan_init(&vm->chan, chan[0]) < 0) {
+		vm_destroy(vm);
+		return -ENOMEM;
+	}
+	return 0;
+fail:
+	for (int i = 0; i < 2; i++) {
+		if (chan[i] >= 0)
+			close(chan[i]);
+		if (qmp[i] >= 0)
+			close(qmp[i]);
+		if (errp[i] >= 0)
+			close(errp[i]);
+	}
+	vm->pid = -1;
+	return rc;
+}
+
+void
+vm_destroy(struct vm *vm)
+{
+	int status;
+
+	if (vm->pid > 0) {
+		kill(vm->pid, SIGKILL);
+		while (waitpid(vm->pid, &status, 0) < 0 && errno == EINTR)
+			;
+		vm_live_set(vm->pid, 0);
+		vm->pid = -1;
+	}
+	if (vm->chan.in != NULL || vm->chan.fd >= 0)
+		chan_free(&vm->chan);
+	if (vm->qmp.fd >= 0)
+		close(vm->qmp.fd);
+	vm->qmp.fd = -1;
+	if (vm->errfd >= 0)
+		close(vm->errfd);
+	vm->errfd = -1;
+}
+
+size_t
+vm_stderr(struct vm *vm, char *buf, size_t len)
+{
+	ssize_t n;
+	size_t got = 0;
+
+	if (vm->errfd < 0 || len == 0)
+		return 0;
+	while (got < len - 1) {
+		n = read(vm->errfd, buf + got, len - 1 - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	buf[got] = '\0';
+	while (got > 0 && buf[got - 1] == '\n')
+		buf[--got] = '\0';
+	return got;
+}
+
+static void
+vm_init(struct vm *vm)
+{
+	memset(vm, 0, sizeof(*vm));
+	vm->pid = -1;
+	vm->chan.fd = -1;
+	vm->qmp.fd = -1;
+	vm->errfd = -1;
+}
+
+/*
+ * Wait for the next message from the guest until deadline.  1 with *hdr
+ * and *payload set, 0 at the deadline, -errno on a dead or lying channel.
+ * Whatever is queued for the guest is written meanwhile.
+ */
+static int
+vm_wait_msg(struct vm *vm, struct proto_hdr *hdr, const uint8_t **payload,
+    long deadline)
+{
+	struct pollfd pfd = { .fd = vm->chan.fd };
+	long left;
+	int rc;
+
+	for (;;) {
+		rc = chan_next(&vm->chan, hdr, payload);
+		if (rc != 0)
+			return rc;
+		left = deadline - vm_now_ms();
+		if (left <= 0)
+			return 0;
+		pfd.events = POLLIN | (chan_pending(&vm->chan) ? POLLOUT : 0);
+		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+			return -errno;
+		if ((pfd.revents & POLLOUT) && (rc = chan_flush(&vm->chan)) < 0)
+			return rc;
+		if ((pfd.revents & (POLLIN | POLLHUP | POLLERR)) &&
+		    (rc = chan_fill(&vm->chan)) < 0 && rc != -EPIPE)
+			return rc;
+		if (rc == -EPIPE && chan_next(&vm->chan, hdr, payload) == 0)
+			return -EPIPE;
+	}
+}
+
+static int
+vm_hello(struct vm *vm, long deadline)
+{
+	struct proto_hello hello;
+	struct proto_hdr hdr;
+	const uint8_t *p;
+	struct timespec now;
+	long next = 0;
+	int rc;
+
+	memset(&hello, 0, sizeof(hello));
+	if (getrandom(&hello.nonce, sizeof(hello.nonce), 0) < 0 ||
+	    getrandom(hello.entropy, sizeof(hello.entropy), 0) < 0)
+		return -errno;
+	hello.nonce |= 1;	/* 0 is the template's boot READY */
+	for (;;) {
+		if (vm_now_ms() >= next) {
+			clock_gettime(CLOCK_REALTIME, &now);
+			hello.sec = now.tv_sec;
+			hello.nsec = now.tv_nsec;
+			rc = chan_queue(&vm->chan, PROTO_HELLO, &hello,
+			    sizeof(hello));
+			if (rc < 0)
+				return rc;
+			next = vm_now_ms() + VM_HELLO_RESEND_MS;
+		}
+		rc = vm_wait_msg(vm, &hdr, &p,
+		    next < deadline ? next : deadline);
+		if (rc < 0)
+			return rc;
+		if (rc == 0 && vm_now_ms() >= deadline)
+			return -ETIMEDOUT;
+		if (rc == 1 && hdr.type == PROTO_READY &&
+		    hdr.len == sizeof(struct proto_ready) &&
+		    memcmp(p, &hello.nonce, sizeof(hello.nonce)) == 0)
+			return 0;
+		/* Older READYs (the template's nonce 0) are stale: skip. */
+	}
+}
+
+static int
+vm_fail(struct vm *vm, char *err, size_t errlen, const char *what, int rc)
+{
+	char qerr[512];
+
+	if (vm_stderr(vm, qerr, sizeof(qerr)) > 0)
+		snprintf(err, errlen, "%s: %s (qemu: %s)", what,
+		    strerror(-rc), qerr);
+	else
+		snprintf(err, errlen, "%s: %s", what, strerror(-rc));
+	vm_destroy(vm);
+	return -1;
+}
+
+int
+vm_restore(const struct snapshot *s, struct vm *vm, int timeout_ms,
+    char *err, size_t errlen)
+{
+	long start = vm_now_ms(), deadline = start + timeout_ms;
+	struct argv a = { .n = 0 };
+	char cmd[128];
+	int statefd, rc;
+
+	vm_init(vm);
+	statefd = open(s->state_path, O_RDONLY | O_CLOEXEC);
+	if (statefd < 0) {
+		snprintf(err, errlen, "open \"%s\": %s", s->state_path,
+		    strerror(errno));
+		return -1;
+	}
+	vm_args(&a, s, 1);
+	rc = vm_spawn(vm, a.v, statefd, -1);
+	argv_free(&a);
+	close(statefd);
+	if (rc < 0)
+		return vm_fail(vm, err, errlen, "fork qemu", rc);
+	rc = qmp_open(&vm->qmp, vm->qmp.fd, timeout_ms);
+	if (rc < 0)
+		return vm_fail(vm, err, errlen, "qmp greeting", rc);
+	rc = qmp_call(&vm->qmp, "{\"execute\":\"migrate-set-capabilities\","
+	    "\"arguments\":{\"capabilities\":[{\"capability\":"
+	    "\"x-ignore-shared\",\"state\":true}]}}", NULL, 0, timeout_ms);
+	if (rc < 0)
+		return vm_fail(vm, err, errlen, "qmp migrate-set-capabilities",
+		    rc);
+	snprintf(cmd, sizeof(cmd), "{\"execute\":\"migrate-incoming\","
+	    "\"arguments\":{\"uri\":\"fd:%d\"}}", VM_FD_STATE);
+	rc = qmp_call(&vm->qmp, cmd, NULL, 0, timeout_ms);
+	if (rc < 0)
+		return vm_fail(vm, err, errlen, "qmp migrate-incoming", rc);
+	rc = vm_hello(vm, deadline);
+	if (rc < 0)
+		return vm_fail(vm, err, errlen, "agent hello", rc);
+	vm->restore_ms = (unsigned)(vm_now_ms() - start);
+	return 0;
+}
+
+/* Poll query-migrate until the outgoing migration completed. */
+static int
+vm_migrate_wait(struct vm *vm, long deadline)
+{
+	char reply[4096];
+	int rc;
+
+	while (vm_now_ms() < deadline) {
+		rc = qmp_call(&vm->qmp, "{\"execute\":\"query-migrate\"}",
+		    reply, sizeof(reply), VM_QMP_TIMEOUT_MS);
+		if (rc < 0)
+			return rc;
+		if (strstr(reply, "\"status\": \"completed\"") != NULL)
+			return 0;
+		if (strstr(reply, "\"status\": \"failed\"") != NULL)
+			return -EIO;
+		usleep(10000);
+	}
+	return -ETIMEDOUT;
+}
+
+/* Boot the template, wait for the agent, save its state, quit. */
+static int
+snapshot_boot(struct snapshot *s, char *err, size_t errlen)
+{
+	long start = vm_now_ms(), deadline = start + s->tmpl->boot_timeout_ms;
+	struct argv a = { .n = 0 };
+	struct proto_hdr hdr;
+	const uint8_t *p;
+	char cmd[128], *logpath;
+	struct vm vm;
+	int statefd, logfd, rc;
+
+	vm_init(&vm);
+	if (asprintf(&logpath, "%s.log", s->state_path) < 0)
+		abort();
+	logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	statefd = open(s->state_path, O_WRONLY | O_CREAT | O_TRUNC |
+	    O_CLOEXEC, 0600);
+	if (logfd < 0 || statefd < 0) {
+		snprintf(err, errlen, "open \"%s\": %s", statefd < 0 ?
+		    s->state_path : logpath, strerror(errno));
+		free(logpath);
+		return -1;
+	}
+	vm_args(&a, s, 0);
+	rc = vm_spawn(&vm, a.v, statefd, logfd);
+	argv_free(&a);
+	close(statefd);
+	close(logfd);
+	if (rc < 0) {
+		free(logpath);
+		return vm_fail(&vm, err, errlen, "fork qemu", rc);
+	}
+	log_info("template %s: booting (%s, log \"%s\")", s->tmpl->name,
+	    s->accel, logpath);
+	free(logpath);
+	rc = qmp_open(&vm.qmp, vm.qmp.fd, VM_QMP_TIMEOUT_MS);
+	if (rc < 0)
+		return vm_fail(&vm, err, errlen, "qmp greeting", rc);
+	do {
+		rc = vm_wait_msg(&vm, &hdr, &p, deadline);
+	} while (rc == 1 && hdr.type != PROTO_READY);
+	if (rc <= 0)
+		return vm_fail(&vm, err, errlen, "wait for agent READY",
+		    rc == 0 ? -ETIMEDOUT : rc);
+	s->boot_ms = (unsigned)(vm_now_ms() - start);
+	rc = qmp_call(&vm.qmp, "{\"execute\":\"stop\"}", NULL, 0,
+	    VM_QMP_TIMEOUT_MS);
+	if (rc == 0)
+		rc = qmp_call(&vm.qmp, "{\"execute\":"
+		    "\"migrate-set-capabilities\",\"arguments\":"
+		    "{\"capabilities\":[{\"capability\":\"x-ignore-shared\","
+		    "\"state\":true}]}}", NULL, 0, VM_QMP_TIMEOUT_MS);
+	snprintf(cmd, sizeof(cmd), "{\"execute\":\"migrate\","
+	    "\"arguments\":{\"uri\":\"fd:%d\"}}", VM_FD_STATE);
+	if (rc == 0)
+		rc = qmp_call(&vm.qmp, cmd, NULL, 0, VM_QMP_TIMEOUT_MS);
+	if (rc == 0)
+		rc = vm_migrate_wait(&vm, vm_now_ms() + VM_QMP_TIMEOUT_MS);
+	if (rc < 0)
+		return vm_fail(&vm, err, errlen, "snapshot", rc);
+	/* Never resume the template: its RAM file now belongs to clones. */
+	vm_destroy(&vm);
+	return 0;
+}
+
+/* What a snapshot was made from; a different stamp means boot again. */
+static int
+snapshot_stamp(const struct snapshot *s, char *buf, size_t len)
+{
+	const char *files[3] = { s->qemu, s->tmpl->kernel, s->tmpl->initrd };
+	struct stat st[3];
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		if (stat(files[i], &st[i]) < 0) {
+			snprintf(buf, len, "stat \"%s\": %s", files[i],
+			    strerror(errno));
+			return -1;
+		}
+	}
+	snprintf(buf, len, "vmcgi-snapshot 1\nqemu %s %lld %lld\n"
+	    "kernel %s %lld %lld\ninitrd %s %lld %lld\nmemory %llu\n"
+	    "vcpus %u\naccel %s\ncmdline %s\n",
+	    files[0], (long long)st[0].st_size, (long long)st[0].st_mtime,
+	    files[1], (long long)st[1].st_size, (long long)st[1].st_mtime,
+	    files[2], (long long)st[2].st_size, (long long)st[2].st_mtime,
+	    (unsigned long long)s->tmpl->memory, s->tmpl->vcpus, s->accel,
+	    VM_CMDLINE);
+	return 0;
+}
+
+static int
+snapshot_stamp_matches(const char *path, const char *want)
+{
+	char have[4096];
+	ssize_t n;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, have, sizeof(have) - 1);
+	close(fd);
+	if (n < 0)
+		return 0;
+	have[n] = '\0';
+	return strcmp(have, want) == 0;
+}
+
+static int
+snapshot_write_stamp(const char *path, const char *stamp)
+{
+	size_t len = strlen(stamp);
+	int fd, rc = 0;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, stamp, len) != (ssize_t)len || fsync(fd) < 0)
+		rc = errno ? -errno : -EIO;
+	close(fd);
+	return rc;
+}
+
+/*
+ * The RAM file is replaced by rename, never rewritten in place: a clone of
+ * an older snapshot still maps the old inode, which must not change under
+ * it.
+ */
+int
+snapshot_prepare(struct snapshot *s, const struct config *cfg,
+    const struct tmpl *t, const char *accel, char *err, size_t errlen)
+{
+	char stamp[4096], *stamp_path, *final_mem, *final_state;
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	s->tmpl = t;
+	s->qemu = cfg->qemu;
+	s->accel = accel;
+	if (asprintf(&stamp_path, "%s/%s.stamp", cfg->state_dir, t->name) < 0 ||
+	    asprintf(&final_mem, "%s/%s.mem", cfg->state_dir, t->name) < 0 ||
+	    asprintf(&final_state, "%s/%s.state", cfg->state_dir,
+	    t->name) < 0)
+		abort();
+	if (snapshot_stamp(s, stamp, sizeof(stamp)) < 0) {
+		snprintf(err, errlen, "template %s: %s", t->name, stamp);
+		rc = -1;
+	} else if (snapshot_stamp_matches(stamp_path, stamp) &&
+	    access(final_mem, R_OK) == 0 && access(final_state, R_OK) == 0) {
+		s->reused = 1;
+		rc = 0;
+	} else {
+		unlink(stamp_path);
+		if (asprintf(&s->mem_path, "%s.new", final_mem) < 0 ||
+		    asprintf(&s->state_path, "%s.new", final_state) < 0)
+			abort();
+		unlink(s->mem_path);
+		rc = snapshot_boot(s, err, errlen);
+		if (rc == 0 && (rename(s->mem_path, final_mem) < 0 ||
+		    rename(s->state_path, final_state) < 0)) {
+			snprintf(err, errlen, "rename \"%s\": %s", s->mem_path,
+			    strerror(errno));
+			rc = -1;
+		}
+		if (rc == 0 && (rc = snapshot_write_stamp(stamp_path,
+		    stamp)) < 0)
+			snprintf(err, errlen, "write \"%s\": %s", stamp_path,
+			    strerror(-rc));
+		free(s->mem_path);
+		free(s->state_path);
+	}
+	s->mem_path = final_mem;
+	s->state_path = final_state;
+	free(stamp_path);
+	return rc < 0 ? -1 : 0;
+}
+
+void
+snapshot_free(struct snapshot *s)
+{
+	free(s->mem_path);
+	free(s->state_path);
+	memset(s, 0, sizeof(*s));
+}

@@ -1,0 +1,232 @@
+/*
+ * worker.c: the listening socket and the worker threads.
+ *
+ * Workers accept connections themselves (poll on the socket and on a stop
+ * pipe) and hand each one to libfcgi, so a stop request never waits behind
+ * a blocking accept() inside the library, and every accepted descriptor is
+ * close-on-exec before any QEMU is forked.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "worker.h"
+
+#define WORKER_BACKLOG 128
+
+static int
+worker_listen_unix(const struct config *cfg)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	const char *path = cfg->listen;
+	char dir[sizeof(sun.sun_path)], *slash;
+	struct stat st;
+	int fd;
+
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash != NULL && slash != dir) {
+		*slash = '\0';
+		if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+			log_warn("mkdir \"%s\"", dir);
+	}
+	/* A socket left by an earlier run is ours to replace; a file is not. */
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		log_warn("socket AF_UNIX");
+		return -1;
+	}
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		log_warn("bind \"%s\"", path);
+		close(fd);
+		return -1;
+	}
+	if (chown(path, cfg->listen_uid, cfg->listen_gid) < 0 ||
+	    chmod(path, cfg->listen_mode) < 0) {
+		log_warn("chown/chmod \"%s\" to %u:%u %04o", path,
+		    (unsigned)cfg->listen_uid, (unsigned)cfg->listen_gid,
+		    (unsigned)cfg->listen_mode);
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	return fd;
+}
+
+static int
+worker_listen_tcp(const struct config *cfg)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+	    .ai_flags = AI_NUMERICSERV };
+	struct addrinfo *ai;
+	char host[256], *colon;
+	int fd, one = 1, rc;
+
+	snprintf(host, sizeof(host), "%s", cfg->listen);
+	colon = strrchr(host, ':');
+	*colon = '\0';
+	if (host[0] == '[' && colon[-1] == ']') {
+		colon[-1] = '\0';
+		memmove(host, host + 1, strlen(host));
+	}
+	rc = getaddrinfo(host, colon + 1, &hints, &ai);
+	if (rc != 0) {
+		log_warnx("getaddrinfo \"%s\": %s", cfg->listen,
+		    gai_strerror(rc));
+		return -1;
+	}
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC |
+	    SOCK_NONBLOCK, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one,
+	    sizeof(one)) < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+		log_warn("bind \"%s\"", cfg->listen);
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	return fd;
+}
+
+int
+worker_listen(const struct config *cfg)
+{
+	int fd;
+
+	if (cfg->listen[0] == '/')
+		fd = worker_listen_unix(cfg);
+	else
+		fd = worker_listen_tcp(cfg);
+	if (fd >= 0 && listen(fd, WORKER_BACKLOG) < 0) {
+		log_warn("listen \"%s\"", cfg->listen);
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+/* The next connection, or -1 once the server is stopping. */
+static int
+worker_accept(struct server *srv)
+{
+	struct pollfd pfd[2] = {
+		{ .fd = srv->listen_fd, .events = POLLIN },
+		{ .fd = srv->stop_rd, .events = POLLIN },
+	};
+	int fd;
+
+	for (;;) {
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+			log_warn("poll listen socket");
+			return -1;
+		}
+		if (pfd[1].revents != 0)
+			return -1;
+		if (pfd[0].revents == 0)
+			continue;
+		fd = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd >= 0)
+			return fd;
+		if (errno != EAGAIN && errno != EINTR &&
+		    errno != ECONNABORTED) {
+			log_warn("accept4");
+			usleep(100000);	/* EMFILE and the like: back off */
+		}
+	}
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct server *srv = arg;
+	FCGX_Request req;
+	int fd, rc;
+
+	/*
+	 * listen_sock -1: should libfcgi reject a connection's records, it
+	 * closes it and its retry accept() fails at once instead of
+	 * blocking on our socket.
+	 */
+	FCGX_InitRequest(&req, -1, 0);
+	while ((fd = worker_accept(srv)) >= 0) {
+		req.ipcFd = fd;
+		req.keepConnection = 1;	/* so Accept keeps the fd we set */
+		rc = FCGX_Accept_r(&req);
+		if (rc < 0) {
+			log_warnx("FastCGI connection refused: malformed "
+			    "records or early close (%d)", rc);
+			req.ipcFd = -1;
+			continue;
+		}
+		request_serve(srv, &req);
+		FCGX_Finish_r(&req);
+		if (req.ipcFd >= 0)
+			close(req.ipcFd);
+		req.ipcFd = -1;
+	}
+	return NULL;
+}
+
+int
+worker_start(struct server *srv)
+{
+	int p[2], rc;
+	unsigned i;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		log_warn("pipe2");
+		return -1;
+	}
+	srv->stop_rd = p[0];
+	srv->stop_wr = p[1];
+	srv->threads = calloc(srv->cfg->workers, sizeof(pthread_t));
+	if (srv->threads == NULL) {
+		log_warn("calloc %u threads", srv->cfg->workers);
+		return -1;
+	}
+	for (i = 0; i < srv->cfg->workers; i++) {
+		rc = pthread_create(&srv->threads[i], NULL, worker_main, srv);
+		if (rc != 0) {
+			errno = rc;
+			log_warn("pthread_create worker %u", i);
+			return -1;
+		}
+		srv->nthreads++;
+	}
+	return 0;
+}
+
+int
+worker_stop(struct server *srv, unsigned grace_ms)
+{
+	struct timespec until;
+	unsigned i;
+	int late = 0;
+
+	if (write(srv->stop_wr, "x", 1) != 1)
+		log_warn("write stop pipe");
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += grace_ms / 1000;
+	until.tv_nsec += (long)(grace_ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	for (i = 0; i < srv->nthreads; i++)
+		if (pthread_timedjoin_np(srv->threads[i], NULL, &until) != 0)
+			late = 1;
+	return late ? -1 : 0;
+}
