@@ -1,0 +1,3 @@
+#!/bin/sh
+# Copy the request body to the response, byte for byte.
+exec cat

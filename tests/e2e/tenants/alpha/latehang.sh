@@ -1,0 +1,4 @@
+#!/bin/sh
+# Time out after output went out: the response must be cut short.
+echo "partial output"
+while :; do :; done

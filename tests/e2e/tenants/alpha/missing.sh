@@ -1,0 +1,3 @@
+#!/bin/sh
+# Replaced or removed by the e2e test before it is requested.
+echo "missing.sh ran"
