@@ -24,4 +24,10 @@ int	qmp_open(struct qmp *q, int fd, int timeout_ms);
 int	qmp_call(struct qmp *q, const char *cmd, char *reply, size_t replylen,
 	    int timeout_ms);
 
+/*
+ * Hand fd to QEMU as name (QMP "getfd", the descriptor riding along as
+ * SCM_RIGHTS).  0, -EIO or -errno.
+ */
+int	qmp_send_fd(struct qmp *q, const char *name, int fd, int timeout_ms);
+
 #endif /* VMCGI_QMP_H */

@@ -770,6 +770,69 @@ ini_error_cb(const char *fmt, ...)
 	return 0;
 }
 
+/* Lowercased, trimmed copy of s[0..n) into out (size CONFIG_LINE_MAX). */
+#define CONFIG_LINE_MAX 1024
+
+static void
+config_norm(const char *s, size_t n, char *out)
+{
+	size_t i, j = 0;
+
+	while (n > 0 && isspace((unsigned char)*s))
+		s++, n--;
+	while (n > 0 && isspace((unsigned char)s[n - 1]))
+		n--;
+	for (i = 0; i < n && j < CONFIG_LINE_MAX - 1; i++)
+		out[j++] = (char)tolower((unsigned char)s[i]);
+	out[j] = '\0';
+}
+
+/*
+ * iniparser silently merges a repeated section and keeps the last of a
+ * repeated key; both are mistakes an operator wants to hear about, so the
+ * file is scanned for them first.
+ */
+static int
+config_scan_duplicates(struct loader *l, FILE *f)
+{
+	char line[CONFIG_LINE_MAX], name[2 * CONFIG_LINE_MAX + 2];
+	char **seen = NULL, *end;
+	size_t nseen = 0, cur = 0, i, lineno = 0;
+	int rc = 0;
+
+	while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
+		const char *p = line + strspn(line, " \t");
+
+		lineno++;
+		if (*p == '[' && (end = strchr(p, ']')) != NULL) {
+			config_norm(p + 1, (size_t)(end - p - 1), name);
+			cur = nseen;
+		} else if (*p != ';' && *p != '#' &&
+		    (end = strchr(p, '=')) != NULL && nseen > 0) {
+			char key[CONFIG_LINE_MAX];
+
+			config_norm(p, (size_t)(end - p), key);
+			snprintf(name, sizeof(name), "%s:%s", seen[cur - 1],
+			    key);
+		} else
+			continue;
+		for (i = 0; i < nseen; i++)
+			if (strcmp(seen[i], name) == 0)
+				rc = load_error(l, "line %zu: \"%s\" defined "
+				    "twice", lineno, name);
+		seen = realloc(seen, (nseen + 1) * sizeof(*seen));
+		if (seen == NULL)
+			abort();
+		seen[nseen++] = xstrdup(name);
+		if (*p == '[')
+			cur = nseen;
+	}
+	while (nseen > 0)
+		free(seen[--nseen]);
+	free(seen);
+	return rc;
+}
+
 static int
 config_open(struct loader *l, const char *path)
 {
@@ -780,7 +843,10 @@ config_open(struct loader *l, const char *path)
 	f = fopen(path, "re");
 	if (f == NULL)
 		return load_error(l, "fopen: %s", strerror(errno));
+	n = config_scan_duplicates(l, f);
 	fclose(f);
+	if (n < 0)
+		return -1;
 	ini_syntax_err[0] = '\0';
 	iniparser_set_error_callback(ini_error_cb);
 	l->ini = iniparser_load(path);

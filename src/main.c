@@ -149,9 +149,13 @@ main(int argc, char *argv[])
 	}
 	log_set_level(cfg.log_level);
 	limit_descriptors();
-	block_signals(&set);
 	srv.cfg = &cfg;
+	/*
+	 * Signals still kill us here: a SIGTERM during a template's boot
+	 * ends vmcgi at once, and the parent-death signal ends that QEMU.
+	 */
 	srv.snaps = prepare_templates(&cfg);
+	block_signals(&set);
 	if (FCGX_Init() != 0)
 		fatalx("FCGX_Init failed");
 	srv.listen_fd = worker_listen(&cfg);

@@ -5,7 +5,9 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -117,4 +119,40 @@ qmp_open(struct qmp *q, int fd, int timeout_ms)
 		return -EPROTO;
 	return qmp_call(q, "{\"execute\":\"qmp_capabilities\"}", NULL, 0,
 	    timeout_ms);
+}
+
+int
+qmp_send_fd(struct qmp *q, const char *name, int fd, int timeout_ms)
+{
+	char cmd[256], ctl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov;
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+	    .msg_control = ctl, .msg_controllen = sizeof(ctl) };
+	struct cmsghdr *cm;
+	char line[4096];
+	long deadline = qmp_now_ms() + timeout_ms;
+	int n, rc;
+
+	n = snprintf(cmd, sizeof(cmd), "{\"execute\":\"getfd\","
+	    "\"arguments\":{\"fdname\":\"%s\"}}\n", name);
+	if (n < 0 || (size_t)n >= sizeof(cmd))
+		return -E2BIG;
+	iov.iov_base = cmd;
+	iov.iov_len = (size_t)n;
+	memset(ctl, 0, sizeof(ctl));
+	cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	if (sendmsg(q->fd, &msg, MSG_NOSIGNAL) != n)
+		return errno ? -errno : -EIO;
+	for (;;) {
+		rc = qmp_line(q, line, sizeof(line), deadline);
+		if (rc < 0)
+			return rc;
+		if (strstr(line, "\"event\"") != NULL)
+			continue;
+		return strncmp(line, "{\"return\"", 9) == 0 ? 0 : -EIO;
+	}
 }

@@ -386,6 +386,27 @@ vm_fail(struct vm *vm, char *err, size_t errlen, const char *what, int rc)
 	return -1;
 }
 
+/* Poll query-migrate until the migration, either way, completed. */
+static int
+vm_migrate_wait(struct vm *vm, long deadline, unsigned poll_ms)
+{
+	char reply[4096];
+	int rc;
+
+	while (vm_now_ms() < deadline) {
+		rc = qmp_call(&vm->qmp, "{\"execute\":\"query-migrate\"}",
+		    reply, sizeof(reply), VM_QMP_TIMEOUT_MS);
+		if (rc < 0)
+			return rc;
+		if (strstr(reply, "\"status\": \"completed\"") != NULL)
+			return 0;
+		if (strstr(reply, "\"status\": \"failed\"") != NULL)
+			return -EIO;
+		usleep(poll_ms * 1000);
+	}
+	return -ETIMEDOUT;
+}
+
 int
 vm_restore(const struct snapshot *s, struct vm *vm, int timeout_ms,
     char *err, size_t errlen)
@@ -422,32 +443,19 @@ vm_restore(const struct snapshot *s, struct vm *vm, int timeout_ms,
 	rc = qmp_call(&vm->qmp, cmd, NULL, 0, timeout_ms);
 	if (rc < 0)
 		return vm_fail(vm, err, errlen, "qmp migrate-incoming", rc);
+	rc = vm_migrate_wait(vm, deadline, 1);
+	if (rc < 0)
+		return vm_fail(vm, err, errlen, "load state", rc);
+	/* The template was stopped when saved, so the clone starts paused. */
+	rc = qmp_call(&vm->qmp, "{\"execute\":\"cont\"}", NULL, 0,
+	    timeout_ms);
+	if (rc < 0)
+		return vm_fail(vm, err, errlen, "qmp cont", rc);
 	rc = vm_hello(vm, deadline);
 	if (rc < 0)
 		return vm_fail(vm, err, errlen, "agent hello", rc);
 	vm->restore_ms = (unsigned)(vm_now_ms() - start);
 	return 0;
-}
-
-/* Poll query-migrate until the outgoing migration completed. */
-static int
-vm_migrate_wait(struct vm *vm, long deadline)
-{
-	char reply[4096];
-	int rc;
-
-	while (vm_now_ms() < deadline) {
-		rc = qmp_call(&vm->qmp, "{\"execute\":\"query-migrate\"}",
-		    reply, sizeof(reply), VM_QMP_TIMEOUT_MS);
-		if (rc < 0)
-			return rc;
-		if (strstr(reply, "\"status\": \"completed\"") != NULL)
-			return 0;
-		if (strstr(reply, "\"status\": \"failed\"") != NULL)
-			return -EIO;
-		usleep(10000);
-	}
-	return -ETIMEDOUT;
 }
 
 /* Boot the template, wait for the agent, save its state, quit. */
@@ -458,7 +466,7 @@ snapshot_boot(struct snapshot *s, char *err, size_t errlen)
 	struct argv a = { .n = 0 };
 	struct proto_hdr hdr;
 	const uint8_t *p;
-	char cmd[128], *logpath;
+	char cmd[128], reply[512] = "", *logpath;
 	struct vm vm;
 	int statefd, logfd, rc;
 
@@ -472,43 +480,63 @@ snapshot_boot(struct snapshot *s, char *err, size_t errlen)
 		snprintf(err, errlen, "open \"%s\": %s", statefd < 0 ?
 		    s->state_path : logpath, strerror(errno));
 		free(logpath);
+		if (logfd >= 0)
+			close(logfd);
+		if (statefd >= 0)
+			close(statefd);
 		return -1;
 	}
 	vm_args(&a, s, 0);
-	rc = vm_spawn(&vm, a.v, statefd, logfd);
+	rc = vm_spawn(&vm, a.v, -1, logfd);
 	argv_free(&a);
-	close(statefd);
 	close(logfd);
 	if (rc < 0) {
 		free(logpath);
+		close(statefd);
 		return vm_fail(&vm, err, errlen, "fork qemu", rc);
 	}
 	log_info("template %s: booting (%s, log \"%s\")", s->tmpl->name,
 	    s->accel, logpath);
 	free(logpath);
 	rc = qmp_open(&vm.qmp, vm.qmp.fd, VM_QMP_TIMEOUT_MS);
-	if (rc < 0)
+	if (rc < 0) {
+		close(statefd);
 		return vm_fail(&vm, err, errlen, "qmp greeting", rc);
+	}
 	do {
 		rc = vm_wait_msg(&vm, &hdr, &p, deadline);
 	} while (rc == 1 && hdr.type != PROTO_READY);
-	if (rc <= 0)
+	if (rc <= 0) {
+		close(statefd);
 		return vm_fail(&vm, err, errlen, "wait for agent READY",
 		    rc == 0 ? -ETIMEDOUT : rc);
+	}
 	s->boot_ms = (unsigned)(vm_now_ms() - start);
-	rc = qmp_call(&vm.qmp, "{\"execute\":\"stop\"}", NULL, 0,
-	    VM_QMP_TIMEOUT_MS);
+	rc = qmp_call(&vm.qmp, "{\"execute\":\"stop\"}", reply,
+	    sizeof(reply), VM_QMP_TIMEOUT_MS);
 	if (rc == 0)
 		rc = qmp_call(&vm.qmp, "{\"execute\":"
 		    "\"migrate-set-capabilities\",\"arguments\":"
 		    "{\"capabilities\":[{\"capability\":\"x-ignore-shared\","
-		    "\"state\":true}]}}", NULL, 0, VM_QMP_TIMEOUT_MS);
+		    "\"state\":true}]}}", reply, sizeof(reply),
+		    VM_QMP_TIMEOUT_MS);
+	/* QEMU 7.2 takes only a named descriptor for an outgoing "fd:". */
+	if (rc == 0)
+		rc = qmp_send_fd(&vm.qmp, "state", statefd, VM_QMP_TIMEOUT_MS);
+	close(statefd);
 	snprintf(cmd, sizeof(cmd), "{\"execute\":\"migrate\","
-	    "\"arguments\":{\"uri\":\"fd:%d\"}}", VM_FD_STATE);
+	    "\"arguments\":{\"uri\":\"fd:state\"}}");
 	if (rc == 0)
-		rc = qmp_call(&vm.qmp, cmd, NULL, 0, VM_QMP_TIMEOUT_MS);
+		rc = qmp_call(&vm.qmp, cmd, reply, sizeof(reply),
+		    VM_QMP_TIMEOUT_MS);
 	if (rc == 0)
-		rc = vm_migrate_wait(&vm, vm_now_ms() + VM_QMP_TIMEOUT_MS);
+		rc = vm_migrate_wait(&vm, vm_now_ms() + VM_QMP_TIMEOUT_MS,
+		    10);
+	if (rc == -EIO) {
+		snprintf(err, errlen, "snapshot: qmp: %s", reply);
+		vm_destroy(&vm);
+		return -1;
+	}
 	if (rc < 0)
 		return vm_fail(&vm, err, errlen, "snapshot", rc);
 	/* Never resume the template: its RAM file now belongs to clones. */

@@ -333,15 +333,16 @@ run_message(struct run *r, const struct msg *m)
 	}
 }
 
-/* Reads and handles what the port has.  Returns 0 or -errno. */
+/*
+ * Handles the whole messages in the input queue, including any that came
+ * in the same read as RUN.  Returns 0 or -errno.
+ */
 static int
-run_on_chan(struct run *r)
+run_messages(struct run *r)
 {
 	struct msg m;
 	int rc;
 
-	if ((rc = chan_fill(r->r_chan)) < 0)
-		return rc;
 	while ((rc = chan_next(r->r_chan, &m)) == 1) {
 		rc = run_message(r, &m);
 		chan_done(r->r_chan, &m);
@@ -352,6 +353,17 @@ run_on_chan(struct run *r)
 		return rc;
 	run_feed(r);
 	return 0;
+}
+
+/* Reads and handles what the port has.  Returns 0 or -errno. */
+static int
+run_on_chan(struct run *r)
+{
+	int rc;
+
+	if ((rc = chan_fill(r->r_chan)) < 0)
+		return rc;
+	return run_messages(r);
 }
 
 /* Relays one read of the handler's stdout or stderr.  Returns 0 or -errno. */
@@ -505,7 +517,8 @@ handler_run(struct chan *c, struct job *job, int sigfd)
 		return run_failed(&r, rf.rf_step, -rc);
 	r.r_deadline = r.r_start + job->j_run.timeout_ms;
 
-	rc = run_loop(&r);
+	if ((rc = run_messages(&r)) == 0)
+		rc = run_loop(&r);
 	if (rc != 0 && !r.r_reaped)
 		handler_killall();
 	run_close(&r.r_in);

@@ -1,0 +1,151 @@
+/*
+ * test_config.c: loading a good configuration, and refusing bad ones with
+ * the file, section and key named.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "config.h"
+
+static void
+test_good(void)
+{
+	struct config c;
+	struct handler *h;
+	char err[512];
+
+	CHECK(config_load("tests/unit/configs/good.ini", &c, err,
+	    sizeof(err)) == 0, "good.ini loads");
+	CHECK(c.workers == 3 && c.listen_mode == 0600 &&
+	    c.stderr_limit == 2048 && c.log_level == LOG_LVL_DEBUG,
+	    "global values");
+	CHECK(strcmp(c.state_dir, "tests/unit/configs/state") == 0,
+	    "relative state_dir resolved against the file: %s", c.state_dir);
+	CHECK(c.ntmpls == 1 && c.tmpls[0].memory == (128 << 20) &&
+	    c.tmpls[0].accel == ACCEL_TCG &&
+	    c.tmpls[0].boot_timeout_ms == 90000, "template values");
+	h = config_handler(&c, "acme", "checkout");
+	CHECK(h != NULL && h->timeout_ms == 1500 && h->max_body == 262144 &&
+	    strcmp(h->content_type, "application/json") == 0 &&
+	    h->nmethods == 2 && strcmp(h->allow, "POST, PUT") == 0 &&
+	    !h->cgi_output && h->tmpl == &c.tmpls[0], "acme/checkout values");
+	h = config_handler(&c, "octo", "push");
+	CHECK(h != NULL && h->cgi_output && h->timeout_ms == 10000 &&
+	    h->max_body == (1 << 20) && strcmp(h->allow, "POST") == 0 &&
+	    strcmp(h->tenant->dir, "/srv/octo") == 0,
+	    "octo/push defaults");
+	CHECK(config_handler(&c, "octo", "checkout") == NULL,
+	    "handlers belong to their tenant");
+	config_free(&c);
+}
+
+/* Write text to a file, load it, and expect an error containing want. */
+static void
+expect_error(const char *text, const char *want)
+{
+	char path[] = "/tmp/vmcgi-unit-XXXXXX", err[512] = "";
+	struct config c;
+	FILE *f;
+	int fd, rc;
+
+	fd = mkstemp(path);
+	f = fd >= 0 ? fdopen(fd, "w") : NULL;
+	if (f == NULL) {
+		CHECK(0, "mkstemp");
+		return;
+	}
+	fputs(text, f);
+	fclose(f);
+	rc = config_load(path, &c, err, sizeof(err));
+	unlink(path);
+	CHECK(rc < 0 && strstr(err, want) != NULL && strstr(err, path),
+	    "refused with \"%s\": got \"%s\"", want, err);
+	if (rc == 0)
+		config_free(&c);
+}
+
+#define BASE "[template t]\nkernel = k\ninitrd = i\n[tenant a]\ndir = d\n"
+
+static void
+test_bad(void)
+{
+	expect_error(BASE "[handler a/h]\nscript = s\ntimout = 5s\n",
+	    "[handler a/h] timout: unknown key");
+	expect_error(BASE "[handler a/h]\nscript = s\ntimeout = soon\n",
+	    "[handler a/h] timeout: \"soon\"");
+	expect_error(BASE "[handler a/h]\nscript = s\nmax_body = 5X\n",
+	    "[handler a/h] max_body");
+	expect_error(BASE "[handler a/h]\nscript = ../b/s\n",
+	    "[handler a/h] script");
+	expect_error(BASE "[handler a/h]\nscript = /etc/passwd\n",
+	    "[handler a/h] script");
+	expect_error(BASE "[handler a/h]\nscript = s\noutput = html\n",
+	    "[handler a/h] output");
+	expect_error(BASE "[handler b/h]\nscript = s\n",
+	    "[handler b/h]: no [tenant b]");
+	expect_error(BASE "[handler a/h]\nscript = s\ntemplate = x\n",
+	    "[handler a/h] template: no [template x]");
+	expect_error(BASE "[handler a/h]\ntimeout = 5s\n",
+	    "[handler a/h] script: missing");
+	expect_error(BASE "[handler a/h]\nscript = s\n[handler a/h]\n",
+	    "defined twice");
+	expect_error(BASE "[handler a/h]\nscript = s\nScript = t\n",
+	    "\"handler a/h:script\" defined twice");
+	expect_error(BASE "[handler a/h]\nscript = s\n[frobnicate]\nx = 1\n",
+	    "[frobnicate]: unknown section");
+	expect_error(BASE "[handler a.h]\nscript = s\n",
+	    "is not TENANT/NAME");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\nworkers = 0\n",
+	    "[vmcgi] workers");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\nlisten_mode = 9\n",
+	    "[vmcgi] listen_mode");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\nlisten = nope\n",
+	    "[vmcgi] listen");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "listen_owner = no-such-user-here\n", "no such user");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\nprefix = x\n",
+	    "[vmcgi] prefix");
+	expect_error("[template t]\nkernel = k\n[tenant a]\ndir = d\n"
+	    "[handler a/h]\nscript = s\n", "[template t] initrd: missing");
+	expect_error("[template t]\nkernel = k\ninitrd = i\nmemory = 1M\n",
+	    "[template t] memory");
+	expect_error("[template t]\nkernel = k\ninitrd = i\naccel = hvf\n",
+	    "[template t] accel");
+	expect_error(BASE, "no [handler TENANT/NAME] section");
+	expect_error(BASE "[tenant Bad!]\ndir = d\n", "not a valid name");
+}
+
+static void
+test_values(void)
+{
+	uint64_t n;
+	unsigned ms;
+
+	CHECK(config_parse_size("1K", &n) == 0 && n == 1024, "1K");
+	CHECK(config_parse_size("3m", &n) == 0 && n == 3 << 20, "3m");
+	CHECK(config_parse_size("0", &n) == 0 && n == 0, "0");
+	CHECK(config_parse_size("-1", &n) < 0, "-1 refused");
+	CHECK(config_parse_size("1T", &n) < 0, "1T refused");
+	CHECK(config_parse_size("99999999999999999999", &n) < 0,
+	    "overflow refused");
+	CHECK(config_parse_duration("250ms", &ms) == 0 && ms == 250, "250ms");
+	CHECK(config_parse_duration("2m", &ms) == 0 && ms == 120000, "2m");
+	CHECK(config_parse_duration("7", &ms) == 0 && ms == 7000, "7");
+	CHECK(config_parse_duration("7h", &ms) < 0, "7h refused");
+	CHECK(config_parse_duration("", &ms) < 0, "empty refused");
+	CHECK(config_name_valid("acme-1_x", 8), "name ok");
+	CHECK(!config_name_valid("-acme", 5), "leading dash refused");
+	CHECK(!config_name_valid("a.b", 3), "dot refused");
+}
+
+int
+main(void)
+{
+	test_good();
+	test_bad();
+	test_values();
+	return check_done();
+}
