@@ -48,8 +48,8 @@ OBJS	:= $(SRCS:src/%.c=$(BUILD)/obj/%.o)
 # Debian packages: to build, to build the guest, to run and to test.
 DEB_BUILD := gcc make pkg-config libc6-dev libfcgi-dev libiniparser-dev
 DEB_BUILD += libnl-3-dev libnl-route-3-dev libseccomp-dev
-DEB_GUEST := busybox-static cpio zstd dpkg-dev apt
-DEB_RUN   := qemu-system-x86 nginx-light iproute2
+DEB_GUEST := busybox-static cpio zstd apt
+DEB_RUN   := qemu-system-x86 nginx iproute2
 DEB_TEST  := python3 curl
 STAMP_DEPS := $(BUILD)/.deps-installed
 
