@@ -399,6 +399,8 @@ req_on_message(struct request *rq, const struct proto_hdr *hdr,
 	case PROTO_STDERR:
 		req_stderr(rq, p, hdr->len);
 		return 0;
+	case PROTO_READY:
+		return 0;	/* the answer to a HELLO sent twice */
 	case PROTO_EXIT:
 		if (hdr->len != sizeof(rq->exit)) {
 			rq->end = END_GUEST_LOST;
@@ -415,15 +417,31 @@ req_on_message(struct request *rq, const struct proto_hdr *hdr,
 	}
 }
 
-/* 1 if the web server hung up (the client went away), else 0. */
+/*
+ * Whether the web server's connection says the client went away: 1 yes,
+ * 0 no, -1 cannot tell any more (stop watching).  nginx close()s its
+ * FastCGI connection when the client aborts.  On a unix socket a full
+ * close shows as POLLHUP, while a peer that only shut down its sending
+ * side (allowed once the request is sent) shows as end of input alone.
+ * Over TCP both look the same, and nginx never half-closes.
+ */
 static int
-req_client_gone(int fd)
+req_client_gone(int fd, short revents)
 {
+	int domain = AF_UNIX;
+	socklen_t len = sizeof(domain);
 	char c;
 	ssize_t n;
 
+	if (revents & (POLLHUP | POLLERR))
+		return 1;
 	n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-	return n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (n > 0)
+		return -1;	/* bytes we do not expect: ignore them */
+	getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len);
+	return domain == AF_UNIX && n == 0 ? -1 : 1;
 }
 
 static void
@@ -466,11 +484,12 @@ req_loop(struct request *rq)
 			return;
 		}
 		if (pfd[1].revents != 0) {
-			if (req_client_gone(rq->fcgi->ipcFd)) {
+			rc = req_client_gone(rq->fcgi->ipcFd, pfd[1].revents);
+			if (rc == 1) {
 				rq->end = END_CLIENT_GONE;
 				return;
 			}
-			watch = 0;	/* data we do not expect: stop looking */
+			watch = rc == 0;
 		}
 		if ((pfd[0].revents & POLLOUT) && chan_flush(c) < 0)
 			c->eof = 1;
@@ -551,7 +570,7 @@ static void
 req_log(struct request *rq)
 {
 	const struct handler *h = rq->h;
-	char code[32] = "-";
+	char code[32] = "-", vmtimes[96] = " vm=none";
 	long now = req_now_ms();
 	int status = rq->resp.status;
 
@@ -563,14 +582,18 @@ req_log(struct request *rq)
 		snprintf(code, sizeof(code), "timeout");
 	if (rq->end == END_CLIENT_GONE)
 		status = 499;
+	if (rq->vm.restore_ms > 0)
+		snprintf(vmtimes, sizeof(vmtimes), " restore_ms=%u "
+		    "first_byte_ms=%ld", rq->vm.restore_ms,
+		    rq->t_first ? rq->t_first - rq->t0 : -1L);
 	req_log_stderr(rq);
 	log_req(status >= 500 || rq->resp.aborted ? LOG_LVL_WARN :
-	    LOG_LVL_INFO, rq->id, "%s%s%s status=%d%s exit=%s ms=%ld "
-	    "restore_ms=%u first_byte_ms=%ld bytes=%zu%s%s",
+	    LOG_LVL_INFO, rq->id, "%s%s%s status=%d%s exit=%s ms=%ld%s "
+	    "bytes=%zu%s%s",
 	    h ? h->tenant->name : "-", h ? "/" : "", h ? h->name : "",
 	    status, rq->resp.aborted ? " (aborted)" : "", code, now - rq->t0,
-	    rq->vm.restore_ms, rq->t_first ? rq->t_first - rq->t0 : -1L,
-	    rq->resp.body_bytes, rq->why ? ": " : "", rq->why ? rq->why : "");
+	    vmtimes, rq->resp.body_bytes, rq->why ? ": " : "",
+	    rq->why ? rq->why : "");
 }
 
 static void
