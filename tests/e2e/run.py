@@ -21,7 +21,6 @@ www-data, a 502 from nginx for the missing socket, and the teardown.
 """
 
 import argparse
-import base64
 import configparser
 import errno
 import hashlib
@@ -383,7 +382,9 @@ def fcgi_request(script_name=None, body=b"", method="POST", extra=()):
 
 def fcgi_talk(path, data, timeout=10, shut=True):
     """Send DATA, read until EOF.  Returns (bytes, how): how is "eof",
-    "reset" or "timeout"."""
+    "reset" or "timeout".  SHUT half-closes after sending, for records
+    that are cut short; a complete request must not, because vmcgi takes
+    the end of its input as the web server giving up on the request."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     got, how = b"", "eof"
@@ -451,9 +452,16 @@ def free_port():
     return port
 
 
+def ini_value(v):
+    """iniparser cuts a value at ';' or '#' unless it is quoted."""
+    if re.search(r"[;#]", v) and not v.startswith('"'):
+        return '"%s"' % v
+    return v
+
+
 def ini_section(name, keys):
-    return "[%s]\n%s\n" % (name, "".join("%s = %s\n" % kv
-                                          for kv in keys.items()))
+    return "[%s]\n%s\n" % (name, "".join("%s = %s\n" % (k, ini_value(v))
+                                          for k, v in keys.items()))
 
 
 def example_sections():
@@ -1020,7 +1028,7 @@ def test_path_odd_components_via_nginx(env):
 @test()
 def test_path_traversal_raw_fastcgi(env):
     ok = fcgi_request(hook("alpha/echo"), b"ping")
-    out, how = fcgi_talk(env.sock, ok)
+    out, how = fcgi_talk(env.sock, ok, shut=False)
     stdout, _ = fcgi_parse(out)
     check(cgi_status(stdout) == 200 and stdout.endswith(b"ping"),
           "control request: %r" % stdout[:300])
@@ -1032,7 +1040,8 @@ def test_path_traversal_raw_fastcgi(env):
              hook("alpha/echo\n"), hook("alpha/.."), hook("../alpha"),
              hook("alpha/%2e%2e"), hook("alpha/echo\\..\\x")]
     for name in names:
-        out, how = fcgi_talk(env.sock, fcgi_request(name, b"ping"))
+        out, how = fcgi_talk(env.sock, fcgi_request(name, b"ping"),
+                             shut=False)
         stdout, _ = fcgi_parse(out)
         st = cgi_status(stdout)
         check(st in (400, 404, None),
@@ -1046,7 +1055,7 @@ def test_path_traversal_raw_fastcgi(env):
 def test_route_document_uri_fallback(env):
     req = fcgi_request(None, b"ping", extra=[
         ("DOCUMENT_URI", hook("alpha/echo")), ("REQUEST_URI", "/x")])
-    out, how = fcgi_talk(env.sock, req)
+    out, how = fcgi_talk(env.sock, req, shut=False)
     stdout, _ = fcgi_parse(out)
     check(cgi_status(stdout) == 200 and stdout.endswith(b"ping"),
           "DOCUMENT_URI only: %r" % stdout[:300])
@@ -1113,9 +1122,10 @@ def test_body_too_large_413(env):
     check(r.elapsed < 2, "413 took %.1fs" % r.elapsed)
     lines = env.wait_log(mark, lambda ls: rid_lines(ls, r.rid))
     check(lines is not None, "no log line for request %s" % r.rid)
+    # "restore_ms=0"-style fields say nothing happened: leave them out.
     vm = [l for l in rid_lines(lines, r.rid) if re.search(
         r"qemu|restor|clone|snapshot|spawn|vm[ _-]?(start|take|boot)|"
-        r"pool[ _-]?take|launch", l, re.I)]
+        r"pool[ _-]?take|launch", re.sub(r"\b\w+_ms=\S+", "", l), re.I)]
     check(not vm, "a VM was started for the 413: %r" % vm)
     after = env.qemu()
     check(len(after) <= max(len(before), env.baseline),
@@ -1199,7 +1209,7 @@ def test_env_of_handler(env):
         check(e.get(k) == v, "%s=%r, want %r" % (k, (e.get(k) or "")[:80],
                                                  v[:80] if v else v))
     for k in ("SCRIPT_FILENAME", "DOCUMENT_ROOT"):
-        check(k not in e, "%s=%r reached the handler" % (k, e[k]))
+        check(k not in e, "%s=%r reached the handler" % (k, e.get(k)))
     check("PATH" in e, "no PATH")
     for k, v in e.items():
         for host in (env.tmp, REPO, env.build, "/usr/share/nginx"):
@@ -1715,8 +1725,8 @@ def main():
 
     def on_signal(sig, frame):
         raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
 
     results = []
 
