@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "response.h"
 
@@ -115,10 +116,17 @@ void
 response_abort(struct response *r)
 {
 	/*
-	 * Without FCGI_END_REQUEST nginx logs "upstream prematurely closed"
-	 * and leaves the chunked body unterminated: the client can tell.
+	 * A bare end of stream is not enough: nginx without fastcgi_buffering
+	 * takes it for a complete response and ends the chunked body cleanly.
+	 * A record with an impossible version number is a protocol error for
+	 * any FastCGI client; nginx then drops the client connection without
+	 * the last chunk, so the client can tell the response is incomplete.
 	 */
+	static const unsigned char poison[8] = { 0 };
+
 	FCGX_FFlush(r->fcgi->out);
+	if (write(r->fcgi->ipcFd, poison, sizeof(poison)) < 0)
+		r->client_gone = 1;	/* then there is no one to tell */
 	shutdown(r->fcgi->ipcFd, SHUT_RDWR);
 	r->aborted = 1;
 }
