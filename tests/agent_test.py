@@ -1,0 +1,719 @@
+#!/usr/bin/env python3
+"""agent_test.py BUILD_DIR: drive the guest agent through real QEMU.
+
+Boots a template VM from BUILD_DIR/guest/{vmlinuz,initrd.img}, snapshots
+it once the agent reports READY, then restores clones from the snapshot
+and runs one handler in each through the channel protocol of
+include/proto.h, checking what comes back.
+
+Every QEMU started here is killed by its pid and every temporary file
+removed, also on failure or SIGTERM.  The last line is
+"agent_test: N passed, M failed"; the exit status is 1 if anything failed.
+"""
+
+import errno
+import hashlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+# include/proto.h
+HELLO, READY, SCRIPT, ENV, RUN, STDIN, STDIN_EOF, STDOUT, STDERR, EXIT = \
+    range(1, 11)
+EXITED, SIGNALED, TIMEDOUT, FAILED = range(1, 5)
+MAX_PAYLOAD = 64 * 1024
+HDR = struct.Struct("=II")
+HELLO_MSG = struct.Struct("=Qqq64s")
+RUN_MSG = struct.Struct("=II")
+EXIT_MSG = struct.Struct("=IiII")
+
+MEM = "256M"
+# Under TCG the guest's TSC is the host's.  The guest kernel cannot always
+# calibrate it (no HPET or PM timer on microvm, and PIT calibration fails
+# on a busy host, which then hangs the boot), so the host tells it the
+# rate; tsc=reliable keeps the jiffies-based watchdog, itself unreliable
+# under TCG, from demoting the TSC later.
+CMDLINE = ("console=ttyS0 quiet panic=-1 rdinit=/init "
+           "tsc_early_khz=%d tsc=reliable clocksource=tsc")
+BOOT_TIMEOUT = 120
+RESTORE_TIMEOUT = 30
+
+QEMU_BASE = [
+    "qemu-system-x86_64", "-nodefaults", "-no-user-config",
+    "-display", "none", "-M", "microvm", "-accel", "tcg", "-cpu", "max",
+    "-smp", "1", "-m", MEM,
+]
+
+figures = {}
+
+
+def host_tsc_khz():
+    """Measures the host TSC rate with rdtsc against CLOCK_MONOTONIC_RAW."""
+    import ctypes
+    import mmap
+    # rdtsc; shl rdx, 32; or rax, rdx; ret
+    code = bytes.fromhex("0f3148c1e2204809d0c3")
+    try:
+        buf = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ |
+                        mmap.PROT_WRITE | mmap.PROT_EXEC)
+    except (OSError, ValueError):
+        buf = None
+    if buf is None:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return int(float(line.split(":")[1]) * 1000)
+        raise SystemExit("agent_test: cannot find the host TSC rate")
+    buf.write(code)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    rdtsc = ctypes.CFUNCTYPE(ctypes.c_uint64)(addr)
+    best = []
+    for _ in range(3):
+        t0, c0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW), rdtsc()
+        time.sleep(0.05)
+        t1, c1 = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW), rdtsc()
+        best.append((c1 - c0) * 10**6 // (t1 - t0))
+    return sorted(best)[1]
+
+
+class TestFailure(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise TestFailure(what)
+
+
+class Qmp:
+    """A QMP client on one end of a socketpair."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.rfile = sock.makefile("rb")
+        self.events = []
+        greeting = json.loads(self.rfile.readline())
+        check("QMP" in greeting, "no QMP greeting")
+        self.cmd("qmp_capabilities")
+
+    def cmd(self, name, **args):
+        msg = {"execute": name}
+        if args:
+            msg["arguments"] = args
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            line = self.rfile.readline()
+            if not line:
+                raise TestFailure("qmp %s: connection closed" % name)
+            reply = json.loads(line)
+            if "event" in reply:
+                self.events.append(reply)
+                continue
+            if "error" in reply:
+                raise TestFailure("qmp %s: %s" % (name, reply["error"]))
+            return reply.get("return")
+
+    def getfd(self, name, fd):
+        """Hands fd to QEMU as a named fd (SCM_RIGHTS on the socket)."""
+        msg = {"execute": "getfd", "arguments": {"fdname": name}}
+        self.sock.sendmsg([json.dumps(msg).encode() + b"\n"],
+                          [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                            struct.pack("i", fd))])
+        while True:
+            reply = json.loads(self.rfile.readline())
+            if "event" in reply:
+                self.events.append(reply)
+                continue
+            if "error" in reply:
+                raise TestFailure("qmp getfd: %s" % reply["error"])
+            return
+
+    def wait_migration(self, timeout):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            st = self.cmd("query-migrate").get("status")
+            if st == "completed":
+                return
+            if st in ("failed", "cancelled"):
+                raise TestFailure("migration %s" % st)
+            time.sleep(0.002)
+        raise TestFailure("migration not completed in %ss" % timeout)
+
+
+class Chan:
+    """The host end of the agent channel."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.sock.setblocking(False)
+        self.inbuf = b""
+        self.out = b""
+
+    def queue(self, mtype, payload=b""):
+        self.out += HDR.pack(mtype, len(payload)) + payload
+
+    def pump(self, timeout):
+        """Sends what is queued and reads what comes within timeout."""
+        w = [self.sock] if self.out else []
+        r, w, _ = select.select([self.sock], w, [], max(timeout, 0))
+        if w:
+            try:
+                n = self.sock.send(self.out[:1 << 20])
+                self.out = self.out[n:]
+            except BlockingIOError:
+                pass
+        if r:
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise TestFailure("agent channel closed")
+            self.inbuf += data
+
+    def next(self):
+        if len(self.inbuf) < HDR.size:
+            return None
+        mtype, n = HDR.unpack_from(self.inbuf)
+        check(n <= MAX_PAYLOAD, "guest message of %d bytes" % n)
+        if len(self.inbuf) < HDR.size + n:
+            return None
+        payload = self.inbuf[HDR.size:HDR.size + n]
+        self.inbuf = self.inbuf[HDR.size + n:]
+        return mtype, payload
+
+    def wait(self, timeout):
+        end = time.monotonic() + timeout
+        while True:
+            m = self.next()
+            if m:
+                return m
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            self.pump(left)
+
+
+class Harness:
+    """Owns every QEMU process and temporary file of the test run."""
+
+    def __init__(self, build):
+        self.kernel = os.path.join(build, "guest", "vmlinuz")
+        self.initrd = os.path.join(build, "guest", "initrd.img")
+        for f in (self.kernel, self.initrd):
+            if not os.path.exists(f):
+                raise SystemExit("agent_test: %s missing" % f)
+        base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self.dir = tempfile.mkdtemp(prefix="vmcgi-agent-test.", dir=base)
+        self.mem = os.path.join(self.dir, "t.mem")
+        self.state = os.path.join(self.dir, "t.state")
+        self.procs = []
+        self.cmdline = CMDLINE % host_tsc_khz()
+        figures["kernel cmdline"] = self.cmdline
+
+    def cleanup(self):
+        for p in self.procs:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGKILL)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.procs = []
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def reap(self, p):
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+        self.procs.remove(p)
+
+    def qemu(self, share, serial, extra, fds):
+        agent_host, agent_vm = socket.socketpair()
+        qmp_host, qmp_vm = socket.socketpair()
+        argv = QEMU_BASE + [
+            "-object", "memory-backend-file,id=ram,size=%s,mem-path=%s,"
+            "share=%s" % (MEM, self.mem, share),
+            "-machine", "memory-backend=ram",
+            "-kernel", self.kernel, "-initrd", self.initrd,
+            "-append", self.cmdline, "-serial", serial,
+            "-device", "virtio-serial-device",
+            "-chardev", "socket,id=agent,fd=%d" % agent_vm.fileno(),
+            "-device", "virtserialport,chardev=agent,name=vmcgi.0",
+            "-chardev", "socket,id=qmp,fd=%d" % qmp_vm.fileno(),
+            "-mon", "chardev=qmp,mode=control",
+            "-nic", "none", "-no-reboot",
+        ] + extra
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                             pass_fds=[agent_vm.fileno(), qmp_vm.fileno()]
+                             + fds)
+        self.procs.append(p)
+        agent_vm.close()
+        qmp_vm.close()
+        return p, Chan(agent_host), qmp_host
+
+    def template(self):
+        """Boots the template, snapshots it at READY(0), ends it."""
+        t0 = time.monotonic()
+        sfd = os.open(self.state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                      0o600)
+        try:
+            p, chan, qsock = self.qemu(
+                "on", "file:" + os.path.join(self.dir, "console.log"),
+                [], [])
+            qmp = Qmp(qsock)
+            m = chan.wait(BOOT_TIMEOUT)
+            check(m is not None, "template: no READY in %ds" % BOOT_TIMEOUT)
+            check(m[0] == READY and struct.unpack("=Q", m[1])[0] == 0,
+                  "template: first message %r" % (m,))
+            figures["template boot to READY(0)"] = time.monotonic() - t0
+            t1 = time.monotonic()
+            qmp.cmd("stop")
+            qmp.cmd("migrate-set-capabilities", capabilities=[
+                {"capability": "x-ignore-shared", "state": True}])
+            # QEMU 7.2 resolves an outgoing "fd:" only by name (getfd),
+            # unlike migrate-incoming, which also takes a number.
+            qmp.getfd("state", sfd)
+            qmp.cmd("migrate", uri="fd:state")
+            qmp.wait_migration(30)
+            figures["snapshot (stop..completed)"] = time.monotonic() - t1
+            try:
+                qmp.cmd("quit")
+            except (TestFailure, OSError):
+                pass
+            p.wait(timeout=10)
+            self.reap(p)
+        finally:
+            os.close(sfd)
+        figures["state file bytes"] = os.path.getsize(self.state)
+
+    def console(self):
+        try:
+            with open(os.path.join(self.dir, "console.log"), "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def clone(self):
+        return Clone(self)
+
+
+class Clone:
+    """One VM restored from the template; serves one handler run."""
+
+    def __init__(self, h):
+        self.h = h
+        t0 = time.monotonic()
+        sfd = os.open(h.state, os.O_RDONLY)
+        try:
+            self.p, self.chan, qsock = h.qemu(
+                "off", "null", ["-incoming", "defer"], [sfd])
+            self.qmp = Qmp(qsock)
+            self.qmp.cmd("migrate-set-capabilities", capabilities=[
+                {"capability": "x-ignore-shared", "state": True}])
+            self.qmp.cmd("migrate-incoming", uri="fd:%d" % sfd)
+            self.qmp.wait_migration(RESTORE_TIMEOUT)
+        finally:
+            os.close(sfd)
+        self.t_loaded = time.monotonic() - t0
+        self.status = self.qmp.cmd("query-status").get("status")
+        if self.status != "running":
+            self.qmp.cmd("cont")
+        self.t0 = t0
+
+    def close(self):
+        self.h.reap(self.p)
+
+    def hello(self, resend=0.1, dup=False):
+        """Sends HELLO until READY(nonce).  Returns the host time sent."""
+        nonce = int.from_bytes(os.urandom(8), "little") or 1
+        end = time.monotonic() + RESTORE_TIMEOUT
+        sent = 0
+        while time.monotonic() < end:
+            now = time.time_ns()
+            payload = HELLO_MSG.pack(nonce, now // 10**9, now % 10**9,
+                                     os.urandom(64))
+            self.chan.queue(HELLO, payload)
+            if dup:
+                self.chan.queue(HELLO, payload)
+            sent += 1
+            m = self.chan.wait(resend)
+            if m is None:
+                continue
+            check(m[0] == READY, "HELLO answered with type %d" % m[0])
+            got = struct.unpack("=Q", m[1])[0]
+            check(got == nonce, "READY nonce %x, sent %x" % (got, nonce))
+            self.t_ready = time.monotonic() - self.t0
+            self.hellos = sent
+            if dup:
+                m = self.chan.wait(5)
+                check(m is not None and m[0] == READY and
+                      struct.unpack("=Q", m[1])[0] == nonce,
+                      "duplicate HELLO not answered: %r" % (m,))
+            return
+        raise TestFailure("no READY after %d HELLOs" % sent)
+
+    def run(self, script, env=(), stdin=b"", timeout_ms=20000, wall=60,
+            quiet_after=0.3, extra=None):
+        """Runs one handler; returns a Result.  Fails on protocol errors."""
+        if isinstance(script, str):
+            script = script.encode()
+        for i in range(0, len(script), MAX_PAYLOAD):
+            self.chan.queue(SCRIPT, script[i:i + MAX_PAYLOAD])
+        for e in env:
+            self.chan.queue(ENV, e.encode() if isinstance(e, str) else e)
+        self.chan.queue(RUN, RUN_MSG.pack(timeout_ms, 0))
+        if extra:
+            self.chan.queue(*extra)
+        for i in range(0, len(stdin), MAX_PAYLOAD):
+            self.chan.queue(STDIN, stdin[i:i + MAX_PAYLOAD])
+        self.chan.queue(STDIN_EOF)
+        return self.collect(wall, quiet_after)
+
+    def collect(self, wall, quiet_after):
+        res = Result()
+        t0 = time.monotonic()
+        end = t0 + wall
+        while res.exit is None:
+            m = self.chan.next()
+            if m is None:
+                left = end - time.monotonic()
+                check(left > 0, "no EXIT within %ds" % wall)
+                self.chan.pump(min(left, 1))
+                continue
+            res.add(m)
+        res.wall = time.monotonic() - t0
+        # Nothing may follow EXIT.
+        late = self.chan.wait(quiet_after)
+        check(late is None, "message type %s after EXIT" %
+              (late[0] if late else None))
+        return res
+
+
+class Result:
+    def __init__(self):
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self.exit = None
+        self.t_first_out = None
+
+    def add(self, m):
+        mtype, payload = m
+        check(self.exit is None, "message after EXIT")
+        if mtype == STDOUT:
+            self.stdout += payload
+        elif mtype == STDERR:
+            self.stderr += payload
+        elif mtype == EXIT:
+            check(len(payload) == EXIT_MSG.size, "EXIT of %d bytes"
+                  % len(payload))
+            self.exit = EXIT_MSG.unpack(payload)[:3]
+        else:
+            raise TestFailure("unexpected guest message type %d" % mtype)
+
+    def expect(self, kind, code, stdout=None, stderr=None):
+        check(self.exit[0] == kind and self.exit[1] == code,
+              "exit %r, wanted (%d, %d); stderr %r" %
+              (self.exit, kind, code, bytes(self.stderr[:500])))
+        if stdout is not None:
+            check(bytes(self.stdout) == stdout, "stdout %r, wanted %r" %
+                  (bytes(self.stdout[:300]), stdout[:300]))
+        if stderr is not None:
+            check(bytes(self.stderr) == stderr, "stderr %r, wanted %r" %
+                  (bytes(self.stderr[:300]), stderr[:300]))
+
+
+# ---- the cases: each gets a fresh clone, HELLO done ----------------------
+
+def t_shell(c):
+    r = c.run("#!/bin/sh\necho hello from $(uname -s)\nexit 0\n")
+    r.expect(EXITED, 0, b"hello from Linux\n", b"")
+
+
+def t_python_json_stdin(c):
+    doc = {"text": "h\u00e9llo w\u00f6rld \u2603 \U0001f600 \u65e5\u672c",
+           "n": [1, 2.5, None, True], "nested": {"k": "\u00ff" * 100}}
+    body = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    script = (
+        "#!/usr/bin/python3\n"
+        "import hashlib, json, sys\n"
+        "raw = sys.stdin.buffer.read()\n"
+        "doc = json.loads(raw)\n"
+        "sys.stdout.buffer.write(json.dumps(doc, ensure_ascii=False,"
+        " sort_keys=True).encode())\n"
+        "sys.stderr.write(hashlib.sha256(raw).hexdigest())\n")
+    t0 = time.monotonic()
+    r = c.run(script, stdin=body)
+    figures["first python3 json run (RUN..EXIT)"] = time.monotonic() - t0
+    want = json.dumps(doc, ensure_ascii=False, sort_keys=True).encode()
+    r.expect(EXITED, 0, want, hashlib.sha256(body).hexdigest().encode())
+
+
+def t_python_binary_stdin(c):
+    body = bytes(range(256)) * 64 + "\u20ac\u00e9\U0001f600".encode() \
+        + b"\r\n\0\xff\xfe"
+    script = ("#!/usr/bin/python3\nimport sys\n"
+              "sys.stdout.buffer.write(sys.stdin.buffer.read())\n")
+    r = c.run(script, stdin=body)
+    r.expect(EXITED, 0, body, b"")
+
+
+def t_stderr_separate(c):
+    r = c.run("#!/bin/sh\necho out1\necho err1 >&2\necho out2\n"
+              "echo err2 >&2\n")
+    r.expect(EXITED, 0, b"out1\nout2\n", b"err1\nerr2\n")
+
+
+def t_exit_code(c):
+    r = c.run("#!/bin/sh\necho partial\nexit 42\n")
+    r.expect(EXITED, 42, b"partial\n")
+
+
+def t_signal(c):
+    r = c.run("#!/bin/sh\necho dying\nkill -SEGV $$\nsleep 5\n")
+    r.expect(SIGNALED, signal.SIGSEGV, b"dying\n")
+
+
+def t_timeout(c):
+    r = c.run("#!/bin/sh\necho spinning\nwhile :; do :; done\n",
+              timeout_ms=1500, wall=10)
+    r.expect(TIMEDOUT, 0)
+    check(r.stdout in (b"", b"spinning\n"), "stdout %r" % r.stdout)
+    check(1400 <= r.exit[2] <= 3000, "elapsed_ms %d" % r.exit[2])
+
+
+def t_timeout_children(c):
+    # Descendants that detach (setsid, double fork) and ignore TERM.
+    script = ("#!/bin/sh\n"
+              "trap '' TERM HUP INT\n"
+              "setsid sh -c 'trap \"\" TERM; while :; do sleep 1; done' &\n"
+              "( ( while :; do :; done ) & ) \n"
+              "sleep 1000\n")
+    r = c.run(script, timeout_ms=1500, wall=10)
+    r.expect(TIMEDOUT, 0)
+    check(r.wall < 6, "EXIT came %.1fs after RUN" % r.wall)
+
+
+def t_children_killed_at_exit(c):
+    # A detached grandchild keeps stdout open: unless the agent kills it
+    # when the handler exits, EXIT waits for it and "late" shows up.
+    script = ("#!/bin/sh\n"
+              "setsid sh -c 'sleep 4; echo late' &\n"
+              "echo main done\n")
+    r = c.run(script, timeout_ms=20000, wall=30)
+    r.expect(EXITED, 0, b"main done\n")
+    check(r.wall < 3.5, "EXIT came %.1fs after RUN" % r.wall)
+
+
+def t_big_output(c):
+    n = 6 * 1024 * 1024
+    script = ("#!/usr/bin/python3\nimport sys\n"
+              "blk = bytes(range(256)) * 256\n"
+              "err = b'e' * 4096\n"
+              "for i in range(%d // len(blk)):\n"
+              "    sys.stdout.buffer.write(blk)\n"
+              "    if i %% 4 == 0:\n"
+              "        sys.stderr.buffer.write(err)\n" % n)
+    r = c.run(script, timeout_ms=60000, wall=90)
+    want = bytes(range(256)) * 256 * (n // 65536)
+    r.expect(EXITED, 0)
+    check(bytes(r.stdout) == want, "big stdout: %d bytes, wanted %d, "
+          "equal prefix %s" % (len(r.stdout), len(want),
+                               bytes(r.stdout) == want[:len(r.stdout)]))
+    check(len(r.stderr) == 4096 * ((n // 65536 + 3) // 4),
+          "stderr %d bytes" % len(r.stderr))
+    figures["6 MB stdout run (RUN..EXIT)"] = r.wall
+
+
+def t_write_before_read(c):
+    body = os.urandom(3 * 1024 * 1024)
+    script = ("#!/usr/bin/python3\nimport hashlib, sys\n"
+              "sys.stdout.buffer.write(b'x' * (2 * 1024 * 1024))\n"
+              "sys.stdout.flush()\n"
+              "raw = sys.stdin.buffer.read()\n"
+              "sys.stderr.write('%d %s' % (len(raw),"
+              " hashlib.sha256(raw).hexdigest()))\n")
+    r = c.run(script, stdin=body, timeout_ms=60000, wall=90)
+    r.expect(EXITED, 0, b"x" * (2 * 1024 * 1024),
+             ("%d %s" % (len(body), hashlib.sha256(body).hexdigest()))
+             .encode())
+
+
+def t_never_reads_stdin(c):
+    body = os.urandom(2 * 1024 * 1024)
+    r = c.run("#!/bin/sh\necho ignoring\nsleep 1\n", stdin=body,
+              timeout_ms=20000, wall=30)
+    r.expect(EXITED, 0, b"ignoring\n", b"")
+
+
+def t_identity(c):
+    r = c.run("#!/bin/sh\nid -u; id -g; id -G; pwd\n"
+              "cat /proc/self/oom_score_adj\nls /sys/class/net\n"
+              "echo x > /run/vmcgi/handler && echo writable\n"
+              "cat /proc/1/oom_score_adj\n")
+    r.expect(EXITED, 0)
+    lines = bytes(r.stdout).decode().split("\n")
+    check(lines[:4] == ["1000", "1000", "1000", "/tmp"],
+          "uid/gid/groups/cwd %r" % lines[:4])
+    check(lines[4] == "1000", "oom_score_adj %r" % lines[4])
+    check(lines[5] == "lo", "network interfaces %r" % lines[5])
+    check(lines[6] == "-1000", "agent oom_score_adj %r" % lines[6])
+    check(b"writable" not in r.stdout, "handler can rewrite its script")
+
+
+def t_env_exact(c):
+    env = ["REQUEST_METHOD=POST", "SCRIPT_NAME=/hooks/a/b",
+           "HTTP_X_BIG=" + "v" * 60000, "EMPTY=", "UTF8=\u00e9\u2603"]
+    # /bin/cat prints the environment the kernel gave the handler, then
+    # the script itself.
+    script = "#!/bin/cat /proc/self/environ\n"
+    r = c.run(script, env=env)
+    r.expect(EXITED, 0)
+    want = b"".join(e.encode() + b"\0" for e in env) + script.encode()
+    check(bytes(r.stdout) == want, "environ %r" % bytes(r.stdout[:200]))
+
+
+def t_exec_failure(c):
+    r = c.run(b"\x7fELF not really\n")
+    r.expect(FAILED, errno.ENOEXEC)
+    check(os.strerror(errno.ENOEXEC).encode() in r.stderr,
+          "stderr %r" % bytes(r.stderr))
+
+
+def urandom_of(c):
+    r = c.run("#!/bin/sh\nhead -c 32 /dev/urandom | od -An -tx1\n"
+              "head -c 16 /dev/random | od -An -tx1\n")
+    r.expect(EXITED, 0)
+    return bytes(r.stdout)
+
+
+def t_clock(c, sent_ns=None):
+    # busybox date has no %N; the guest's python prints its clock.
+    r = c.run("#!/usr/bin/python3\nimport time\nprint(repr(time.time()))\n")
+    host = time.time()
+    r.expect(EXITED, 0)
+    guest = float(r.stdout)
+    check(abs(host - guest) < 2.0, "guest clock %.3f, host %.3f" %
+          (guest, host))
+    figures["guest clock minus host after restore (s)"] = \
+        round(guest - host, 3)
+
+
+def t_malformed(c):
+    # A host message of a type the host never sends, in the middle of the
+    # body: the agent stops the handler and reports EXIT{FAILED, EPROTO}.
+    r = c.run("#!/bin/sh\ncat\n", stdin=b"abc", extra=(EXIT, b""))
+    check(r.exit[0] == FAILED and r.exit[1] == errno.EPROTO,
+          "exit %r" % (r.exit,))
+
+
+def t_oversized(c):
+    c.chan.queue(SCRIPT, b"#!/bin/sh\n")
+    c.chan.out += HDR.pack(STDIN, MAX_PAYLOAD + 1)
+    r = c.collect(20, 0.3)
+    check(r.exit[0] == FAILED and r.exit[1] == errno.EPROTO,
+          "exit %r" % (r.exit,))
+
+
+def t_duplicate_hello(c):
+    # hello(dup=True) already sent every HELLO twice; a third, late one
+    # is answered too, with no other effect.
+    r = c.run("#!/bin/sh\necho ok\n")
+    r.expect(EXITED, 0, b"ok\n")
+
+
+CASES = [
+    ("shell stdout and exit 0", t_shell),
+    ("python3 json stdin, multibyte", t_python_json_stdin),
+    ("python3 binary stdin byte for byte", t_python_binary_stdin),
+    ("stderr separate from stdout", t_stderr_separate),
+    ("non-zero exit", t_exit_code),
+    ("signal death", t_signal),
+    ("timeout of a busy loop", t_timeout),
+    ("timeout with detached children", t_timeout_children),
+    ("children killed when handler exits", t_children_killed_at_exit),
+    ("6 MB stdout with heavy stderr", t_big_output),
+    ("writes 2 MB before reading 3 MB stdin", t_write_before_read),
+    ("handler never reads stdin", t_never_reads_stdin),
+    ("uid 1000, cwd, oom, only lo", t_identity),
+    ("environment exactly the ENV entries", t_env_exact),
+    ("exec failure reported", t_exec_failure),
+    ("clock within 2 s after restore", t_clock),
+    ("malformed message ends the run", t_malformed),
+    ("oversized length ends the run", t_oversized),
+]
+
+
+def main():
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: agent_test.py BUILD_DIR")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    h = Harness(sys.argv[1])
+    passed = failed = 0
+    restore = []
+
+    def case(name, fn, *args, dup=False):
+        nonlocal passed, failed
+        c = None
+        try:
+            c = h.clone()
+            c.hello(dup=dup)
+            restore.append((c.t_loaded, c.t_ready, c.status))
+            fn(c, *args)
+            passed += 1
+            print("ok   %s" % name, flush=True)
+        except Exception as e:
+            failed += 1
+            print("FAIL %s: %s" % (name, e), flush=True)
+            if not isinstance(e, TestFailure):
+                traceback.print_exc()
+        finally:
+            if c:
+                c.close()
+
+    try:
+        try:
+            h.template()
+            passed += 1
+            print("ok   template boots and snapshots", flush=True)
+        except Exception as e:
+            failed += 1
+            print("FAIL template: %s" % e, flush=True)
+            print(h.console()[-3000:])
+            raise SystemExit(1)
+        for name, fn in CASES:
+            case(name, fn)
+        case("duplicate HELLO answered", t_duplicate_hello, dup=True)
+        seen = []
+        case("two clones read different urandom",
+             lambda c: seen.append(urandom_of(c)))
+        case("two clones read different urandom (2)",
+             lambda c: (seen.append(urandom_of(c)),
+                        check(len(seen) == 2 and seen[0] != seen[1],
+                              "same random bytes: %r" % seen)))
+    finally:
+        h.cleanup()
+    if restore:
+        loads = sorted(x[0] for x in restore)
+        readys = sorted(x[1] for x in restore)
+        figures["clone start..state loaded (median s)"] = \
+            round(loads[len(loads) // 2], 3)
+        figures["clone start..READY(nonce) (median s)"] = \
+            round(readys[len(readys) // 2], 3)
+        figures["clone status after migrate-incoming"] = \
+            sorted(set(x[2] for x in restore))
+    for k, v in figures.items():
+        print("figure: %s: %s" % (k, round(v, 3) if isinstance(v, float)
+                                  else v))
+    print("agent_test: %d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
