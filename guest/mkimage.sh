@@ -46,49 +46,54 @@ kernel_package() {
 	echo "$pkg"
 }
 
-# First alternative of each Depends/Pre-Depends of package $1, keeping only
-# library packages: the interpreter needs their shared objects, not tools
-# such as dpkg or perl that a full closure would drag in.
+# First alternative of each Depends/Pre-Depends of the packages given,
+# keeping only library packages: the interpreter needs their shared
+# objects, not tools such as dpkg or perl that a full closure drags in.
 lib_depends() {
-	apt-cache show --no-all-versions "$1" |
+	apt-cache show --no-all-versions "$@" |
 	    sed -n 's/^\(Pre-\)\{0,1\}Depends: //p' |
 	    tr ',' '\n' |
 	    sed 's/|.*//; s/(.*)//; s/:any//; s/^ *//; s/ *$//' |
-	    grep -E '^(lib|zlib)' || true
+	    grep -E '^(lib|zlib)' | sort -u || true
 }
 
-# Closure of lib_depends over the python packages.
+# Closure of lib_depends over the python packages, one apt-cache call per
+# level since each call costs a good fraction of a second.
 python_packages() {
-	todo=$PYPKGS
 	seen=" "
-	while [ -n "$todo" ]; do
-		set -- $todo
-		p=$1
-		shift
-		todo=$*
-		case "$seen" in *" $p "*) continue ;; esac
-		seen="$seen$p "
-		todo="$todo $(lib_depends "$p" | tr '\n' ' ')"
+	level=$PYPKGS
+	while [ -n "$level" ]; do
+		new=
+		for p in $level; do
+			case "$seen" in *" $p "*) continue ;; esac
+			seen="$seen$p "
+			new="$new $p"
+		done
+		[ -n "$new" ] || break
+		level=$(lib_depends $new)
 	done
 	echo $seen
 }
 
-# Downloads package $1 into CACHE unless its candidate version is there.
+# Prints the .deb of package $1 at version $2 in CACHE, if there is one.
+cached_deb() {
+	find "$CACHE" -maxdepth 1 -name "$1_*.deb" | while read -r f; do
+		[ "$(dpkg-deb -f "$f" Version)" = "$2" ] && echo "$f"
+	done | head -n 1
+}
+
+# Downloads package $1 at version $2 into CACHE unless it is there;
+# prints the .deb.
 fetch() {
-	ver=$(apt-cache show --no-all-versions "$1" |
-	    sed -n 's/^Version: //p')
-	[ -n "$ver" ] || die "apt-cache show $1: no candidate version"
-	deb=$(find "$CACHE" -maxdepth 1 -name "$1_*.deb" | while read -r f; do
-		[ "$(dpkg-deb -f "$f" Version)" = "$ver" ] && echo "$f"
-	done | head -n 1)
+	deb=$(cached_deb "$1" "$2")
 	if [ -z "$deb" ]; then
-		(cd "$CACHE" && apt-get download -q -o APT::Sandbox::User=root "$1" >&2) ||
+		# _apt cannot write CACHE; say so instead of warning each time.
+		(cd "$CACHE" && apt-get download -q \
+		    -o APT::Sandbox::User=root "$1" >&2) ||
 		    die "apt-get download $1 failed"
+		deb=$(cached_deb "$1" "$2")
 	fi
-	deb=$(find "$CACHE" -maxdepth 1 -name "$1_*.deb" | while read -r f; do
-		[ "$(dpkg-deb -f "$f" Version)" = "$ver" ] && echo "$f"
-	done | head -n 1)
-	[ -n "$deb" ] || die "apt-get download $1: no .deb for $ver in $CACHE"
+	[ -n "$deb" ] || die "apt-get download $1: no .deb for $2 in $CACHE"
 	echo "$deb"
 }
 
@@ -135,7 +140,8 @@ copy_libs() {
 	done_libs=" "
 	while :; do
 		missing=
-		for f in $(find "$ROOT" -type f \( -perm -u+x -o -name '*.so*' \)); do
+		for f in $(find "$ROOT" -type f \
+		    \( -perm -u+x -o -name '*.so*' \)); do
 			for l in $(needed "$f"); do
 				case "$done_libs" in *" $l "*) continue ;; esac
 				missing="$missing $l"
@@ -175,15 +181,19 @@ PKGS=$(python_packages)
 echo "mkimage: kernel $KPKG; python: $PKGS" >&2
 
 step "download packages"
+apt-cache show --no-all-versions "$KPKG" busybox-static $PKGS |
+    sed -n 's/^Package: //p; s/^Version: //p' | paste - - >"$OUT/versions"
 for p in "$KPKG" busybox-static $PKGS; do
-	extract "$(fetch "$p")" "$STAGE"
+	v=$(awk -v p="$p" '$1 == p { print $2 }' "$OUT/versions")
+	[ -n "$v" ] || die "apt-cache show $p: no candidate version"
+	extract "$(fetch "$p" "$v")" "$STAGE"
 done
 
 step "kernel"
 [ -f "$STAGE/boot/vmlinuz-$KVER" ] || die "no /boot/vmlinuz-$KVER in $KPKG"
 CONFIG=$STAGE/boot/config-$KVER
 if grep -q '^CONFIG_RD_ZSTD=y' "$CONFIG"; then
-	COMPRESS="zstd -q -19 -T0"
+	COMPRESS="zstd -q -15 -T0"
 elif grep -q '^CONFIG_RD_GZIP=y' "$CONFIG"; then
 	COMPRESS="gzip -9"
 else

@@ -407,6 +407,8 @@ class Result:
         mtype, payload = m
         check(self.exit is None, "message after EXIT")
         if mtype == STDOUT:
+            if self.t_first_out is None:
+                self.t_first_out = time.time()
             self.stdout += payload
         elif mtype == STDERR:
             self.stderr += payload
@@ -595,8 +597,9 @@ def urandom_of(c):
 
 def t_clock(c, sent_ns=None):
     # busybox date has no %N; the guest's python prints its clock.
-    r = c.run("#!/usr/bin/python3\nimport time\nprint(repr(time.time()))\n")
-    host = time.time()
+    r = c.run("#!/usr/bin/python3\nimport time\n"
+              "print(repr(time.time()), flush=True)\n")
+    host = r.t_first_out
     r.expect(EXITED, 0)
     guest = float(r.stdout)
     check(abs(host - guest) < 2.0, "guest clock %.3f, host %.3f" %

@@ -309,11 +309,10 @@ agent_setup(struct chan *c, struct job *job)
 			rc = chan_find_hello(c, &m);
 		else
 			rc = chan_next(c, &m);
-		if (rc == 0) {
-			if ((rc = chan_flush(c)) < 0 || (rc = agent_poll(c)) < 0)
-				return rc;
+		if (rc == 0 && (rc = chan_flush(c)) == 0)
+			rc = agent_poll(c);
+		if (rc == 0)
 			continue;
-		}
 		if (rc < 0)
 			return rc;
 		rc = agent_message(c, job, &st, &m);
