@@ -159,7 +159,7 @@ copy_libs() {
 }
 
 step "check tools"
-for t in apt-get apt-cache dpkg-deb readelf cpio zstd; do
+for t in apt-get apt-cache dpkg-deb readelf cpio; do
 	command -v $t >/dev/null || die "$t not found"
 done
 [ -x "$AGENT" ] || die "agent binary '$AGENT' missing (build it first)"
@@ -192,7 +192,8 @@ done
 step "kernel"
 [ -f "$STAGE/boot/vmlinuz-$KVER" ] || die "no /boot/vmlinuz-$KVER in $KPKG"
 CONFIG=$STAGE/boot/config-$KVER
-if grep -q '^CONFIG_RD_ZSTD=y' "$CONFIG"; then
+if grep -q '^CONFIG_RD_ZSTD=y' "$CONFIG" &&
+    command -v zstd >/dev/null; then
 	COMPRESS="zstd -q -15 -T0"
 elif grep -q '^CONFIG_RD_GZIP=y' "$CONFIG"; then
 	COMPRESS="gzip -9"
