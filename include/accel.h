@@ -18,4 +18,14 @@
  */
 const char	*accel_choose(enum accel_kind want, char *why, size_t whylen);
 
+/*
+ * The host's TSC rate in kHz, rounded to whole MHz so that the template's
+ * snapshot stamp does not change with measurement noise.  Under TCG the
+ * guest's TSC is the host's, and the guest kernel's own calibration
+ * against the PIT fails now and then on a busy host and hangs its boot;
+ * passing the rate (tsc_early_khz=) skips it.  Blocks about 50 ms.
+ * Returns 0 if it cannot tell.
+ */
+unsigned long	accel_tsc_khz(void);
+
 #endif /* VMCGI_ACCEL_H */

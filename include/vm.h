@@ -18,6 +18,7 @@ struct snapshot {
 	char		*mem_path;	/* guest RAM, mapped private by clones */
 	char		*state_path;	/* device state, migration stream */
 	const char	*accel;		/* "kvm" or "tcg" */
+	char		*cmdline;	/* guest kernel command line */
 	int		 reused;	/* 1 if an earlier run's snapshot fit */
 	unsigned	 boot_ms;	/* cold boot to ready, if booted now */
 };
@@ -37,7 +38,8 @@ struct vm {
  * snapshot it.  Blocks for the boot.  0, or -1 with a message in err.
  */
 int	snapshot_prepare(struct snapshot *s, const struct config *cfg,
-	    const struct tmpl *t, const char *accel, char *err, size_t errlen);
+	    const struct tmpl *t, const char *accel, unsigned long tsc_khz,
+	    char *err, size_t errlen);
 void	snapshot_free(struct snapshot *s);
 
 /*

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <x86intrin.h>
 
 #include "accel.h"
 
@@ -144,4 +145,31 @@ accel_choose(enum accel_kind want, char *why, size_t whylen)
 		    "(a 2M-instruction probe took over %s)",
 		    verdict < 0 ? "500 ms" : "50 ms");
 	return "tcg";
+}
+
+static long
+accel_raw_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_RAW, &ts);
+	return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+unsigned long
+accel_tsc_khz(void)
+{
+	unsigned long long c0, c1;
+	long t0, t1;
+
+	t0 = accel_raw_ns();
+	c0 = __rdtsc();
+	usleep(50000);
+	t1 = accel_raw_ns();
+	c1 = __rdtsc();
+	if (t1 <= t0 || c1 <= c0)
+		return 0;
+	/* cycles per ms, to the nearest 1000 kHz */
+	return (unsigned long)(((c1 - c0) * 1000000ULL / (unsigned long long)
+	    (t1 - t0) + 500) / 1000 * 1000);
 }

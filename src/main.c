@@ -71,6 +71,7 @@ prepare_templates(const struct config *cfg)
 	struct snapshot *snaps;
 	const char *accel;
 	char why[256], err[1024];
+	unsigned long tsc_khz = 0;
 	size_t i;
 
 	if (mkdir(cfg->state_dir, 0700) < 0 && errno != EEXIST)
@@ -87,7 +88,11 @@ prepare_templates(const struct config *cfg)
 			    why);
 		log_info("template %s: accelerator %s (%s)", t->name, accel,
 		    why);
-		if (snapshot_prepare(&snaps[i], cfg, t, accel, err,
+		if (strcmp(accel, "tcg") == 0 && tsc_khz == 0) {
+			tsc_khz = accel_tsc_khz();
+			log_info("host TSC: %lu kHz", tsc_khz);
+		}
+		if (snapshot_prepare(&snaps[i], cfg, t, accel, tsc_khz, err,
 		    sizeof(err)) < 0)
 			fatalx("template %s: %s", t->name, err);
 		if (snaps[i].reused)

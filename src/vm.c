@@ -31,6 +31,8 @@
 #include "vm.h"
 
 #define VM_CMDLINE "console=ttyS0 quiet panic=-1 rdinit=/init"
+/* Under TCG: see accel_tsc_khz(); tsc=reliable keeps the TSC clocksource. */
+#define VM_CMDLINE_TCG " tsc_early_khz=%lu tsc=reliable clocksource=tsc"
 #define VM_MAX_ARGS 64
 #define VM_FD_CHAN 3
 #define VM_FD_QMP 4
@@ -139,7 +141,7 @@ vm_args(struct argv *a, const struct snapshot *s, int clone)
 	argv_add(a, "-initrd");
 	argv_add(a, "%s", t->initrd);
 	argv_add(a, "-append");
-	argv_add(a, "%s", VM_CMDLINE);
+	argv_add(a, "%s", s->cmdline);
 	argv_add(a, "-serial");
 	if (clone)
 		argv_add(a, "null");
@@ -566,7 +568,7 @@ snapshot_stamp(const struct snapshot *s, char *buf, size_t len)
 	    files[1], (long long)st[1].st_size, (long long)st[1].st_mtime,
 	    files[2], (long long)st[2].st_size, (long long)st[2].st_mtime,
 	    (unsigned long long)s->tmpl->memory, s->tmpl->vcpus, s->accel,
-	    VM_CMDLINE);
+	    s->cmdline);
 	return 0;
 }
 
@@ -610,7 +612,8 @@ snapshot_write_stamp(const char *path, const char *stamp)
  */
 int
 snapshot_prepare(struct snapshot *s, const struct config *cfg,
-    const struct tmpl *t, const char *accel, char *err, size_t errlen)
+    const struct tmpl *t, const char *accel, unsigned long tsc_khz,
+    char *err, size_t errlen)
 {
 	char stamp[4096], *stamp_path, *final_mem, *final_state;
 	int rc;
@@ -619,6 +622,12 @@ snapshot_prepare(struct snapshot *s, const struct config *cfg,
 	s->tmpl = t;
 	s->qemu = cfg->qemu;
 	s->accel = accel;
+	if (strcmp(accel, "tcg") == 0 && tsc_khz > 0)
+		rc = asprintf(&s->cmdline, VM_CMDLINE VM_CMDLINE_TCG, tsc_khz);
+	else
+		rc = asprintf(&s->cmdline, VM_CMDLINE);
+	if (rc < 0)
+		abort();
 	if (asprintf(&stamp_path, "%s/%s.stamp", cfg->state_dir, t->name) < 0 ||
 	    asprintf(&final_mem, "%s/%s.mem", cfg->state_dir, t->name) < 0 ||
 	    asprintf(&final_state, "%s/%s.state", cfg->state_dir,
@@ -662,5 +671,6 @@ snapshot_free(struct snapshot *s)
 {
 	free(s->mem_path);
 	free(s->state_path);
+	free(s->cmdline);
 	memset(s, 0, sizeof(*s));
 }
