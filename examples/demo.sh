@@ -242,4 +242,5 @@ for h in "$here"/events/*.headers; do
 done
 echo
 echo "--- vmcgi log, one line per request:"
-grep -E 'req=[0-9a-f]+ [a-z0-9_-]+/' "$run/vmcgi.log" || tail -n 20 "$run/vmcgi.log"
+grep -E 'req=[0-9a-f]+ [a-z0-9_-]+/' "$run/vmcgi.log" ||
+	tail -n 20 "$run/vmcgi.log"

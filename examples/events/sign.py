@@ -18,7 +18,8 @@ import sys
 SECRETS = {
     "stripe": b"whsec_acme_demo_secret_not_real",
     "github": b"octo-demo-secret-not-real",
-    "standard": "whsec_" + base64.b64encode(b"ticker-demo-key-not-real").decode(),
+    "standard": "whsec_" +
+    base64.b64encode(b"ticker-demo-key-not-real").decode(),
 }
 
 

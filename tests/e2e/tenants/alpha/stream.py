@@ -1,7 +1,6 @@
 #!/usr/bin/python3
 # A line every quarter second, spinning the CPU in between (so its VM is the
 # busy one), for longer than any client waits.
-import sys
 import time
 
 for i in range(1, 400):
