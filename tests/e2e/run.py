@@ -1470,6 +1470,66 @@ def test_client_abort_kills_vm(env):
     check(r.status == 200 and r.body == b"still here", "next: %r" % r)
 
 
+TCP_CLIENT = r"""
+import socket, sys
+port, req = int(sys.argv[1]), bytes.fromhex(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port), timeout=60)
+s.sendall(req)
+out = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    out += d
+sys.stdout.write(out.hex())
+"""
+
+
+@test(timeout=400)
+def test_tcp_listen(env):
+    """listen = HOST:PORT serves FastCGI over TCP (here on the loopback of
+    the test's own namespace, so the client runs in there too)."""
+    port = free_port()
+    text = env.ini_text().replace("listen = %s" % env.sock,
+                                  "listen = 127.0.0.1:%d" % port)
+    check("127.0.0.1:%d" % port in text, "could not rewrite listen")
+    ini = os.path.join(env.tmp, "tcp.ini")
+    with open(ini, "w") as f:
+        f.write(text)
+    logf = open(os.path.join(env.tmp, "vmcgi-tcp.log"), "wb")
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", env.ns, os.path.join(env.build, "vmcgi"),
+         "-c", ini], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+        start_new_session=True)
+    try:
+        req = fcgi_request(hook("alpha/echo"), b"over tcp").hex()
+        deadline = time.monotonic() + BOOT_WAIT
+        out = b""
+        while time.monotonic() < deadline and b"over tcp" not in out:
+            check(proc.poll() is None, "vmcgi (tcp) exited: %s" %
+                  tail(os.path.join(env.tmp, "vmcgi-tcp.log")))
+            r = subprocess.run(["ip", "netns", "exec", env.ns,
+                                "/usr/bin/python3", "-c", TCP_CLIENT,
+                                str(port), req],
+                               capture_output=True, text=True, timeout=90)
+            out = bytes.fromhex(r.stdout.strip() or "")
+            if b"over tcp" not in out:
+                time.sleep(1)
+        stdout, ended = fcgi_parse(out)
+        check(cgi_status(stdout) == 200 and stdout.endswith(b"over tcp")
+              and ended, "over TCP: %r" % out[:300])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        logf.close()
+    check(proc.returncode == 0, "vmcgi (tcp) exit status %s" %
+          proc.returncode)
+
+
 @test()
 def test_fastcgi_malformed(env):
     big_len = struct.pack("!II", 0x7FFFFFFF | 0x80000000,
