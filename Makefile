@@ -36,6 +36,7 @@ SRCS	:= src/accel.c
 SRCS	+= src/chan.c
 SRCS	+= src/config.c
 SRCS	+= src/log.c
+SRCS	+= src/pool.c
 SRCS	+= src/qmp.c
 SRCS	+= src/request.c
 SRCS	+= src/response.c

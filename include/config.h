@@ -26,6 +26,8 @@ struct tmpl {
 	unsigned	 vcpus;
 	enum accel_kind	 accel;
 	unsigned	 boot_timeout_ms;
+	unsigned	 pool_size;		/* idle clones kept ready */
+	unsigned	 pool_max_age_ms;	/* recycled after this */
 };
 
 struct tenant {

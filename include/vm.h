@@ -29,7 +29,8 @@ struct vm {
 	struct chan	 chan;
 	struct qmp	 qmp;
 	int		 errfd;		/* QEMU's stderr, non-blocking */
-	unsigned	 restore_ms;	/* spawn to guest READY */
+	unsigned	 load_ms;	/* spawn to state loaded */
+	unsigned	 resume_ms;	/* cont to guest READY */
 };
 
 /*
@@ -43,12 +44,19 @@ int	snapshot_prepare(struct snapshot *s, const struct config *cfg,
 void	snapshot_free(struct snapshot *s);
 
 /*
- * Start a clone of s, load its state, let it run and complete the HELLO /
- * READY handshake (clock and RNG set).  Blocks up to timeout_ms.  0, or -1
- * with a message in err and nothing left running.
+ * Start a clone of s and load its state; it stays paused, holding no CPU.
+ * Blocks up to timeout_ms.  0, or -1 with a message in err and nothing
+ * left running.
  */
-int	vm_restore(const struct snapshot *s, struct vm *vm, int timeout_ms,
+int	vm_load(const struct snapshot *s, struct vm *vm, int timeout_ms,
 	    char *err, size_t errlen);
+
+/*
+ * Let a loaded clone run and complete the HELLO / READY handshake: its
+ * clock and RNG are set now, at take, not when it was loaded.  Blocks up
+ * to timeout_ms.  0, or -1 with a message in err and the clone destroyed.
+ */
+int	vm_resume(struct vm *vm, int timeout_ms, char *err, size_t errlen);
 
 /* Kill the clone's QEMU, reap it, close everything.  Idempotent. */
 void	vm_destroy(struct vm *vm);

@@ -10,11 +10,13 @@
 #include <fcgiapp.h>
 
 #include "config.h"
+#include "pool.h"
 #include "vm.h"
 
 struct server {
 	const struct config	*cfg;
 	struct snapshot		*snaps;		/* one per cfg->tmpls[] */
+	struct pool		*pools;		/* one per cfg->tmpls[] */
 	int			 listen_fd;
 	int			 stop_rd;	/* readable once stopping */
 	int			 stop_wr;

@@ -370,6 +370,24 @@ t_boot_timeout(struct loader *l, void *o, const char *v)
 	return 0;
 }
 
+static int
+t_pool_size(struct loader *l, void *o, const char *v)
+{
+	return set_uint(l, v, 0, 64, &((struct tmpl *)o)->pool_size);
+}
+
+static int
+t_pool_max_age(struct loader *l, void *o, const char *v)
+{
+	unsigned ms;
+
+	if (config_parse_duration(v, &ms) < 0 || ms < 1000)
+		return load_error(l, "\"%s\" is not a duration of 1s or more",
+		    v);
+	((struct tmpl *)o)->pool_max_age_ms = ms;
+	return 0;
+}
+
 static const struct key_rule tmpl_rules[] = {
 	{ "kernel", t_kernel, 1 },
 	{ "initrd", t_initrd, 1 },
@@ -377,6 +395,8 @@ static const struct key_rule tmpl_rules[] = {
 	{ "vcpus", t_vcpus, 0 },
 	{ "accel", t_accel, 0 },
 	{ "boot_timeout", t_boot_timeout, 0 },
+	{ "pool_size", t_pool_size, 0 },
+	{ "pool_max_age", t_pool_max_age, 0 },
 };
 
 /* [tenant NAME] */
@@ -653,6 +673,8 @@ load_template(struct loader *l, const char *name)
 	t->vcpus = 1;
 	t->accel = ACCEL_AUTO;
 	t->boot_timeout_ms = 120000;
+	t->pool_size = 2;
+	t->pool_max_age_ms = 600000;
 	return load_keys(l, tmpl_rules, NELEMS(tmpl_rules), t);
 }
 

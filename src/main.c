@@ -15,6 +15,7 @@
 #include "accel.h"
 #include "config.h"
 #include "log.h"
+#include "pool.h"
 #include "vm.h"
 #include "worker.h"
 
@@ -106,6 +107,36 @@ prepare_templates(const struct config *cfg)
 	return snaps;
 }
 
+static void
+start_pools(struct server *srv)
+{
+	const struct config *cfg = srv->cfg;
+	size_t i;
+
+	srv->pools = calloc(cfg->ntmpls, sizeof(*srv->pools));
+	if (srv->pools == NULL)
+		fatal("calloc");
+	for (i = 0; i < cfg->ntmpls; i++) {
+		const struct tmpl *t = &cfg->tmpls[i];
+
+		if (pool_start(&srv->pools[i], &srv->snaps[i], t->pool_size,
+		    t->pool_max_age_ms) < 0)
+			fatalx("template %s: cannot start its pool", t->name);
+		log_info("template %s: warm pool of %u clones, recycled after "
+		    "%u s", t->name, t->pool_size, t->pool_max_age_ms / 1000);
+	}
+}
+
+/* After the workers: a pooled clone dies with the pool's thread. */
+static void
+stop_pools(struct server *srv)
+{
+	size_t i;
+
+	for (i = 0; i < srv->cfg->ntmpls; i++)
+		pool_stop(&srv->pools[i]);
+}
+
 static unsigned
 longest_timeout(const struct config *cfg)
 {
@@ -161,6 +192,7 @@ main(int argc, char *argv[])
 	 */
 	srv.snaps = prepare_templates(&cfg);
 	block_signals(&set);
+	start_pools(&srv);
 	if (FCGX_Init() != 0)
 		fatalx("FCGX_Init failed");
 	srv.listen_fd = worker_listen(&cfg);
@@ -180,6 +212,7 @@ main(int argc, char *argv[])
 	if (worker_stop(&srv, longest_timeout(&cfg) + SHUTDOWN_SLACK_MS) < 0)
 		log_warnx("requests still running at the deadline: killing "
 		    "their VMs");
+	stop_pools(&srv);
 	vm_kill_all();
 	if (cfg.listen[0] == '/')
 		unlink(cfg.listen);

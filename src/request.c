@@ -59,6 +59,7 @@ struct request {
 	long			 t0;
 	long			 t_first;	/* first output byte, or 0 */
 	enum req_end		 end;
+	int			 pooled;	/* the VM came from the pool */
 	struct proto_exit	 exit;
 	const char		*why;		/* for the log line */
 };
@@ -582,9 +583,10 @@ req_log(struct request *rq)
 		snprintf(code, sizeof(code), "timeout");
 	if (rq->end == END_CLIENT_GONE)
 		status = 499;
-	if (rq->vm.restore_ms > 0)
-		snprintf(vmtimes, sizeof(vmtimes), " restore_ms=%u "
-		    "first_byte_ms=%ld", rq->vm.restore_ms,
+	if (rq->vm.resume_ms > 0)
+		snprintf(vmtimes, sizeof(vmtimes), " vm=%s load_ms=%u "
+		    "resume_ms=%u first_byte_ms=%ld", rq->pooled ? "pool" :
+		    "fresh", rq->pooled ? 0 : rq->vm.load_ms, rq->vm.resume_ms,
 		    rq->t_first ? rq->t_first - rq->t0 : -1L);
 	req_log_stderr(rq);
 	log_req(status >= 500 || rq->resp.aborted ? LOG_LVL_WARN :
@@ -601,16 +603,16 @@ req_run(struct request *rq)
 {
 	char err[1024], *script = NULL;
 	size_t slen = 0;
-	const struct snapshot *s;
+	struct pool *pool;
 
 	if (req_load_script(rq, &script, &slen) < 0)
 		return;
-	s = &rq->srv->snaps[rq->h->tmpl - rq->srv->cfg->tmpls];
-	if (vm_restore(s, &rq->vm, REQ_RESTORE_TIMEOUT_MS, err,
+	pool = &rq->srv->pools[rq->h->tmpl - rq->srv->cfg->tmpls];
+	if (pool_take(pool, &rq->vm, &rq->pooled, REQ_RESTORE_TIMEOUT_MS, err,
 	    sizeof(err)) < 0) {
 		free(script);
 		log_req(LOG_LVL_ERROR, rq->id, "template %s: restore: %s",
-		    s->tmpl->name, err);
+		    rq->h->tmpl->name, err);
 		rq->why = "no VM available";
 		response_error(&rq->resp, 503, "no VM available",
 		    "Retry-After: 5\r\n");

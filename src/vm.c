@@ -410,8 +410,8 @@ vm_migrate_wait(struct vm *vm, long deadline, unsigned poll_ms)
 }
 
 int
-vm_restore(const struct snapshot *s, struct vm *vm, int timeout_ms,
-    char *err, size_t errlen)
+vm_load(const struct snapshot *s, struct vm *vm, int timeout_ms, char *err,
+    size_t errlen)
 {
 	long start = vm_now_ms(), deadline = start + timeout_ms;
 	struct argv a = { .n = 0 };
@@ -448,6 +448,16 @@ vm_restore(const struct snapshot *s, struct vm *vm, int timeout_ms,
 	rc = vm_migrate_wait(vm, deadline, 1);
 	if (rc < 0)
 		return vm_fail(vm, err, errlen, "load state", rc);
+	vm->load_ms = (unsigned)(vm_now_ms() - start);
+	return 0;
+}
+
+int
+vm_resume(struct vm *vm, int timeout_ms, char *err, size_t errlen)
+{
+	long start = vm_now_ms(), deadline = start + timeout_ms;
+	int rc;
+
 	/* The template was stopped when saved, so the clone starts paused. */
 	rc = qmp_call(&vm->qmp, "{\"execute\":\"cont\"}", NULL, 0,
 	    timeout_ms);
@@ -456,7 +466,7 @@ vm_restore(const struct snapshot *s, struct vm *vm, int timeout_ms,
 	rc = vm_hello(vm, deadline);
 	if (rc < 0)
 		return vm_fail(vm, err, errlen, "agent hello", rc);
-	vm->restore_ms = (unsigned)(vm_now_ms() - start);
+	vm->resume_ms = (unsigned)(vm_now_ms() - start);
 	return 0;
 }
 

@@ -26,7 +26,9 @@ test_good(void)
 	    "relative state_dir resolved against the file: %s", c.state_dir);
 	CHECK(c.ntmpls == 1 && c.tmpls[0].memory == (128 << 20) &&
 	    c.tmpls[0].accel == ACCEL_TCG &&
-	    c.tmpls[0].boot_timeout_ms == 90000, "template values");
+	    c.tmpls[0].boot_timeout_ms == 90000 &&
+	    c.tmpls[0].pool_size == 3 && c.tmpls[0].pool_max_age_ms == 30000,
+	    "template values");
 	h = config_handler(&c, "acme", "checkout");
 	CHECK(h != NULL && h->timeout_ms == 1500 && h->max_body == 262144 &&
 	    strcmp(h->content_type, "application/json") == 0 &&
@@ -115,6 +117,10 @@ test_bad(void)
 	expect_error("[template t]\nkernel = k\ninitrd = i\naccel = hvf\n",
 	    "[template t] accel");
 	expect_error(BASE, "no [handler TENANT/NAME] section");
+	expect_error("[template t]\nkernel = k\ninitrd = i\npool_size = 65\n",
+	    "[template t] pool_size");
+	expect_error("[template t]\nkernel = k\ninitrd = i\n"
+	    "pool_max_age = 10ms\n", "[template t] pool_max_age");
 	expect_error(BASE "[tenant Bad!]\ndir = d\n", "not a valid name");
 }
 

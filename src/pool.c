@@ -1,0 +1,217 @@
+/*
+ * pool.c: one refiller thread per template keeps `size` clones loaded and
+ * paused.  A take pops the oldest and wakes the refiller; the refiller
+ * restores outside the lock, so a take never waits behind a restore.
+ *
+ * A paused clone has run no guest code since the template was stopped:
+ * its clock and RNG are set when it is taken (vm_resume), and one that
+ * waited longer than max_age is replaced anyway, so nothing a long wait
+ * could leave behind (a QEMU that went bad, a stale state file) is served.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "pool.h"
+
+#define POOL_LOAD_TIMEOUT_MS 30000
+#define POOL_BACKOFF_MAX_MS 30000
+
+static long
+pool_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
+}
+
+/* condvar deadline ms from now, on the clock the condvar was made with */
+static void
+pool_deadline(struct timespec *ts, long ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+/* Pop the oldest idle clone into *out; the lock is held. */
+static void
+pool_pop(struct pool *p, struct pool_slot *out)
+{
+	*out = p->idle[0];
+	memmove(&p->idle[0], &p->idle[1], (p->nidle - 1) * sizeof(*p->idle));
+	p->nidle--;
+}
+
+/* Destroy idle clones older than max_age; the lock is held, dropped. */
+static void
+pool_recycle(struct pool *p, long now)
+{
+	struct pool_slot old;
+
+	while (p->nidle > 0 && now - p->idle[0].born_ms >= p->max_age_ms) {
+		pool_pop(p, &old);
+		pthread_mutex_unlock(&p->lock);
+		log_debug("template %s: recycling a clone idle for %ld ms",
+		    p->snap->tmpl->name, now - old.born_ms);
+		vm_destroy(&old.vm);
+		pthread_mutex_lock(&p->lock);
+	}
+}
+
+/* Load one clone and add it; the lock is held, dropped meanwhile. */
+static void
+pool_refill_one(struct pool *p)
+{
+	struct pool_slot slot;
+	struct timespec until;
+	char err[1024];
+	long backoff;
+	int rc;
+
+	pthread_mutex_unlock(&p->lock);
+	rc = vm_load(p->snap, &slot.vm, POOL_LOAD_TIMEOUT_MS, err,
+	    sizeof(err));
+	slot.born_ms = pool_now_ms();
+	pthread_mutex_lock(&p->lock);
+	if (rc == 0 && !p->stopping && p->nidle < p->size) {
+		p->idle[p->nidle++] = slot;
+		p->failures = 0;
+		return;
+	}
+	if (rc == 0) {
+		pthread_mutex_unlock(&p->lock);
+		vm_destroy(&slot.vm);
+		pthread_mutex_lock(&p->lock);
+		return;
+	}
+	p->failures++;
+	log_warnx("template %s: pool restore failed (%u in a row): %s",
+	    p->snap->tmpl->name, p->failures, err);
+	backoff = 250L << (p->failures < 8 ? p->failures : 8);
+	if (backoff > POOL_BACKOFF_MAX_MS)
+		backoff = POOL_BACKOFF_MAX_MS;
+	pool_deadline(&until, backoff);
+	while (!p->stopping && pthread_cond_timedwait(&p->wake, &p->lock,
+	    &until) != ETIMEDOUT)
+		;
+}
+
+static void *
+pool_main(void *arg)
+{
+	struct pool *p = arg;
+	struct timespec until;
+	long now, wait;
+
+	pthread_mutex_lock(&p->lock);
+	while (!p->stopping) {
+		now = pool_now_ms();
+		pool_recycle(p, now);
+		if (p->stopping)
+			break;
+		if (p->nidle < p->size) {
+			pool_refill_one(p);
+			continue;
+		}
+		wait = p->idle[0].born_ms + p->max_age_ms - now;
+		pool_deadline(&until, wait > 0 ? wait : 1);
+		pthread_cond_timedwait(&p->wake, &p->lock, &until);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+int
+pool_start(struct pool *p, const struct snapshot *snap, unsigned size,
+    unsigned max_age_ms)
+{
+	pthread_condattr_t ca;
+	int rc;
+
+	memset(p, 0, sizeof(*p));
+	p->snap = snap;
+	p->size = size;
+	p->max_age_ms = max_age_ms;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&p->wake, &ca);
+	pthread_condattr_destroy(&ca);
+	if (size == 0)
+		return 0;
+	p->idle = calloc(size, sizeof(*p->idle));
+	if (p->idle == NULL) {
+		log_warn("calloc pool of %u", size);
+		return -1;
+	}
+	/*
+	 * QEMU children die with the thread that forked them
+	 * (PR_SET_PDEATHSIG), so idle clones belong to this long-lived
+	 * thread, not to a worker.
+	 */
+	rc = pthread_create(&p->thread, NULL, pool_main, p);
+	if (rc != 0) {
+		errno = rc;
+		log_warn("pthread_create pool %s", snap->tmpl->name);
+		return -1;
+	}
+	p->running = 1;
+	return 0;
+}
+
+int
+pool_take(struct pool *p, struct vm *vm, int *pooled, int timeout_ms,
+    char *err, size_t errlen)
+{
+	struct pool_slot slot;
+	int got = 0;
+
+	pthread_mutex_lock(&p->lock);
+	if (p->nidle > 0) {
+		pool_pop(p, &slot);
+		got = 1;
+		pthread_cond_signal(&p->wake);
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (got) {
+		*vm = slot.vm;
+		if (vm_resume(vm, timeout_ms, err, errlen) == 0) {
+			*pooled = 1;
+			return 0;
+		}
+		log_warnx("template %s: pooled clone failed to resume, "
+		    "restoring another: %s", p->snap->tmpl->name, err);
+	}
+	*pooled = 0;
+	if (vm_load(p->snap, vm, timeout_ms, err, errlen) < 0)
+		return -1;
+	return vm_resume(vm, timeout_ms, err, errlen);
+}
+
+void
+pool_stop(struct pool *p)
+{
+	struct pool_slot slot;
+
+	pthread_mutex_lock(&p->lock);
+	p->stopping = 1;
+	pthread_cond_broadcast(&p->wake);
+	pthread_mutex_unlock(&p->lock);
+	if (p->running)
+		pthread_join(p->thread, NULL);
+	p->running = 0;
+	while (p->nidle > 0) {
+		pool_pop(p, &slot);
+		vm_destroy(&slot.vm);
+	}
+	free(p->idle);
+	p->idle = NULL;
+}
