@@ -33,6 +33,7 @@ LDLIBS	+= -liniparser
 LDLIBS	+= -pthread
 
 SRCS	:= src/accel.c
+SRCS	+= src/admit.c
 SRCS	+= src/chan.c
 SRCS	+= src/config.c
 SRCS	+= src/log.c

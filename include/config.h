@@ -33,6 +33,7 @@ struct tmpl {
 struct tenant {
 	char		 name[CONFIG_NAME_MAX + 1];
 	char		*dir;
+	unsigned	 max_concurrent;	/* 0: only the host limits */
 };
 
 struct handler {
@@ -47,6 +48,7 @@ struct handler {
 	char		*methods[CONFIG_METHODS_MAX];
 	size_t		 nmethods;
 	char		*allow;			/* "POST, PUT" for 405s */
+	unsigned	 max_concurrent;	/* 0: only tenant and host */
 };
 
 struct config {
@@ -61,6 +63,10 @@ struct config {
 	char		*qemu;
 	size_t		 stderr_limit;
 	enum log_level	 log_level;
+	unsigned	 max_vms;		/* serving at once */
+	uint64_t	 max_guest_memory;	/* live VMs' guest RAM, bytes */
+	unsigned	 queue_timeout_ms;	/* wait for a slot, then 503 */
+	unsigned	 retry_after;		/* seconds, in 503s */
 
 	struct tmpl	*tmpls;
 	size_t		 ntmpls;

@@ -10,6 +10,7 @@
 #include <fcgiapp.h>
 
 #include "config.h"
+#include "admit.h"
 #include "pool.h"
 #include "vm.h"
 
@@ -17,6 +18,7 @@ struct server {
 	const struct config	*cfg;
 	struct snapshot		*snaps;		/* one per cfg->tmpls[] */
 	struct pool		*pools;		/* one per cfg->tmpls[] */
+	struct admit		 admit;
 	int			 listen_fd;
 	int			 stop_rd;	/* readable once stopping */
 	int			 stop_wr;

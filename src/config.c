@@ -294,6 +294,40 @@ g_log_level(struct loader *l, void *o, const char *v)
 	return 0;
 }
 
+static int
+g_max_vms(struct loader *l, void *o, const char *v)
+{
+	return set_uint(l, v, 1, 4096, &((struct config *)o)->max_vms);
+}
+
+static int
+g_max_guest_memory(struct loader *l, void *o, const char *v)
+{
+	uint64_t n;
+
+	if (config_parse_size(v, &n) < 0 || n < (64 << 20))
+		return load_error(l, "\"%s\" is not a size of 64M or more", v);
+	((struct config *)o)->max_guest_memory = n;
+	return 0;
+}
+
+static int
+g_queue_timeout(struct loader *l, void *o, const char *v)
+{
+	unsigned ms;
+
+	if (config_parse_duration(v, &ms) < 0 || ms > 600000)
+		return load_error(l, "\"%s\" is not a duration up to 10m", v);
+	((struct config *)o)->queue_timeout_ms = ms;
+	return 0;
+}
+
+static int
+g_retry_after(struct loader *l, void *o, const char *v)
+{
+	return set_uint(l, v, 1, 3600, &((struct config *)o)->retry_after);
+}
+
 static const struct key_rule global_rules[] = {
 	{ "listen", g_listen, 0 },
 	{ "listen_owner", g_owner, 0 },
@@ -305,6 +339,10 @@ static const struct key_rule global_rules[] = {
 	{ "qemu", g_qemu, 0 },
 	{ "stderr_limit", g_stderr_limit, 0 },
 	{ "log_level", g_log_level, 0 },
+	{ "max_vms", g_max_vms, 0 },
+	{ "max_guest_memory", g_max_guest_memory, 0 },
+	{ "queue_timeout", g_queue_timeout, 0 },
+	{ "retry_after", g_retry_after, 0 },
 };
 
 /* [template NAME] */
@@ -408,8 +446,15 @@ n_dir(struct loader *l, void *o, const char *v)
 	return 0;
 }
 
+static int
+n_max_concurrent(struct loader *l, void *o, const char *v)
+{
+	return set_uint(l, v, 1, 4096, &((struct tenant *)o)->max_concurrent);
+}
+
 static const struct key_rule tenant_rules[] = {
 	{ "dir", n_dir, 1 },
+	{ "max_concurrent", n_max_concurrent, 0 },
 };
 
 /* [handler TENANT/NAME] */
@@ -570,6 +615,12 @@ h_methods(struct loader *l, void *o, const char *v)
 	return 0;
 }
 
+static int
+h_max_concurrent(struct loader *l, void *o, const char *v)
+{
+	return set_uint(l, v, 1, 4096, &((struct handler *)o)->max_concurrent);
+}
+
 static const struct key_rule handler_rules[] = {
 	{ "script", h_script, 1 },
 	{ "template", h_template, 0 },
@@ -578,6 +629,7 @@ static const struct key_rule handler_rules[] = {
 	{ "content_type", h_content_type, 0 },
 	{ "output", h_output, 0 },
 	{ "methods", h_methods, 0 },
+	{ "max_concurrent", h_max_concurrent, 0 },
 };
 
 /*
@@ -639,6 +691,40 @@ config_defaults(struct config *c)
 	c->qemu = xstrdup("/usr/bin/qemu-system-x86_64");
 	c->stderr_limit = 4096;
 	c->log_level = LOG_LVL_INFO;
+	c->queue_timeout_ms = 2000;
+	c->retry_after = 5;
+}
+
+/*
+ * Host limits left unset follow from the rest: as many VMs as workers, and
+ * guest memory up to the machine's physical memory.
+ */
+static int
+config_finish(struct loader *l)
+{
+	struct config *c = l->cfg;
+	uint64_t pooled = 0;
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	size_t i;
+
+	if (c->max_vms == 0)
+		c->max_vms = c->workers;
+	if (c->max_guest_memory == 0 && pages > 0 && psize > 0)
+		c->max_guest_memory = (uint64_t)pages * (uint64_t)psize;
+	for (i = 0; i < c->ntmpls; i++)
+		pooled += (uint64_t)c->tmpls[i].pool_size * c->tmpls[i].memory;
+	for (i = 0; i < c->ntmpls; i++) {
+		if (pooled + c->tmpls[i].memory > c->max_guest_memory) {
+			l->section = "vmcgi";
+			l->key = "max_guest_memory";
+			return load_error(l, "%llu MB cannot hold the pools "
+			    "(%llu MB) and one more VM of template %s",
+			    (unsigned long long)(c->max_guest_memory >> 20),
+			    (unsigned long long)(pooled >> 20),
+			    c->tmpls[i].name);
+		}
+	}
+	return 0;
 }
 
 /* The name after "kind " in a section title, or NULL if it is not that kind. */
@@ -910,6 +996,8 @@ config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 		rc = load_sections(&l, 1);
 	if (rc == 0 && cfg->nhandlers == 0)
 		rc = load_error(&l, "no [handler TENANT/NAME] section");
+	if (rc == 0)
+		rc = config_finish(&l);
 	if (l.ini != NULL)
 		iniparser_freedict(l.ini);
 	free(l.dir);

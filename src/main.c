@@ -192,6 +192,8 @@ main(int argc, char *argv[])
 	 */
 	srv.snaps = prepare_templates(&cfg);
 	block_signals(&set);
+	if (admit_init(&srv.admit, &cfg) < 0)
+		fatalx("cannot set up admission limits");
 	start_pools(&srv);
 	if (FCGX_Init() != 0)
 		fatalx("FCGX_Init failed");

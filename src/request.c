@@ -598,6 +598,37 @@ req_log(struct request *rq)
 	    rq->why ? rq->why : "");
 }
 
+/* 503 with Retry-After: the sender retries later and loses nothing. */
+static void
+req_busy(struct request *rq, const char *msg)
+{
+	char extra[64];
+
+	snprintf(extra, sizeof(extra), "Retry-After: %u\r\n",
+	    rq->srv->cfg->retry_after);
+	response_error(&rq->resp, 503, msg, extra);
+}
+
+/* A slot for this event, or a 503 answered; 0 or -1. */
+static int
+req_admit(struct request *rq)
+{
+	const char *why = NULL;
+	char msg[128];
+	int rc;
+
+	rc = admit_acquire(&rq->srv->admit, rq->h, &why);
+	if (rc == 0)
+		return 0;
+	snprintf(msg, sizeof(msg), "over capacity (%s)", why);
+	rq->why = rc == -EBUSY ? "over capacity, queue full" :
+	    "over capacity, waited queue_timeout";
+	log_req(LOG_LVL_WARN, rq->id, "%s/%s: %s: %s", rq->h->tenant->name,
+	    rq->h->name, rq->why, why);
+	req_busy(rq, msg);
+	return -1;
+}
+
 static void
 req_run(struct request *rq)
 {
@@ -607,15 +638,19 @@ req_run(struct request *rq)
 
 	if (req_load_script(rq, &script, &slen) < 0)
 		return;
+	if (req_admit(rq) < 0) {
+		free(script);
+		return;
+	}
 	pool = &rq->srv->pools[rq->h->tmpl - rq->srv->cfg->tmpls];
 	if (pool_take(pool, &rq->vm, &rq->pooled, REQ_RESTORE_TIMEOUT_MS, err,
 	    sizeof(err)) < 0) {
 		free(script);
 		log_req(LOG_LVL_ERROR, rq->id, "template %s: restore: %s",
 		    rq->h->tmpl->name, err);
+		admit_release(&rq->srv->admit, rq->h);
 		rq->why = "no VM available";
-		response_error(&rq->resp, 503, "no VM available",
-		    "Retry-After: 5\r\n");
+		req_busy(rq, "no VM available");
 		return;
 	}
 	if (req_queue_event(rq, script, slen) < 0) {
@@ -625,6 +660,7 @@ req_run(struct request *rq)
 	free(script);
 	req_loop(rq);
 	vm_destroy(&rq->vm);
+	admit_release(&rq->srv->admit, rq->h);
 	req_answer(rq);
 }
 

@@ -87,6 +87,11 @@ BETA = {
     "plant": {"script": "plant.sh"},
     "echo": {"script": "echo.sh"},
 }
+# A tenant that may run one event at a time, for the backpressure tests.
+FLOOD = {
+    "slow": {"script": "slow.sh"},
+}
+TENANT_KEYS = {"flood": {"max_concurrent": "1"}}
 
 
 class Fail(Exception):
@@ -538,9 +543,11 @@ class Env:
                 "memory": "512M", "vcpus": "1", "accel": "auto",
                 "boot_timeout": "180s"}),
         ]
-        for tenant, handlers in (("alpha", ALPHA), ("beta", BETA)):
-            parts.append(ini_section("tenant " + tenant, {
-                "dir": os.path.join(self.tenants, tenant)}))
+        for tenant, handlers in (("alpha", ALPHA), ("beta", BETA),
+                                 ("flood", FLOOD)):
+            keys = {"dir": os.path.join(self.tenants, tenant)}
+            keys.update(TENANT_KEYS.get(tenant, {}))
+            parts.append(ini_section("tenant " + tenant, keys))
             for name, keys in handlers.items():
                 parts.append(ini_section("handler %s/%s" % (tenant, name),
                                          keys))
@@ -1528,6 +1535,53 @@ def test_tcp_listen(env):
         logf.close()
     check(proc.returncode == 0, "vmcgi (tcp) exit status %s" %
           proc.returncode)
+
+
+@test(timeout=120)
+def test_backpressure_503_and_fairness(env):
+    """A tenant over its max_concurrent waits queue_timeout (2 s) and gets
+    503 with Retry-After; past its queue bound it gets 503 at once; all
+    the while another tenant's events succeed."""
+    results = {}
+
+    def post(key, route, delay=0.0):
+        time.sleep(delay)
+        t0 = time.monotonic()
+        r = env.client.req("POST", hook(route), b"x", timeout=60)
+        results[key] = (r, time.monotonic() - t0)
+
+    threads = [threading.Thread(target=post, args=("run", "flood/slow")),
+               threading.Thread(target=post, args=("wait", "flood/slow",
+                                                   0.5)),
+               threading.Thread(target=post, args=("full", "flood/slow",
+                                                   1.0))]
+    for t in threads:
+        t.start()
+    time.sleep(1.2)
+    others = []
+    for i in range(3):
+        r = env.client.req("POST", hook("beta/echo"), b"other %d" % i)
+        others.append(r)
+    for t in threads:
+        t.join(90)
+    r, took = results["run"]
+    check(r.status == 200 and r.body == b"done\n", "running: %r" % r)
+    r, took = results["wait"]
+    check(r.status == 503, "waiting request: %r" % r)
+    check(r.header("retry-after") == "5", "Retry-After %r" %
+          r.header("retry-after"))
+    check(1.5 <= took <= 3.0, "waited %.2f s, want about 2 s" % took)
+    check_error(r, 503)
+    r, took = results["full"]
+    check(r.status == 503 and took < 1.5,
+          "queue full: %r after %.2f s" % (r, took))
+    for i, r in enumerate(others):
+        check(r.status == 200 and r.body.endswith(b"other %d" % i),
+              "other tenant starved: %r" % r)
+    # the slot is free again: the next event of the tenant runs
+    r = env.client.req("POST", hook("flood/slow"), b"x", timeout=60)
+    check(r.status == 200, "after the flood: %r" % r)
+    env.settle()
 
 
 @test()
