@@ -82,6 +82,7 @@ ALPHA = {
     "escape": {"script": "escape.sh"},
     "subesc": {"script": "sub/run.sh"},
     "unread": {"script": "unread.sh"},
+    "quickloop": {"script": "loop.sh", "timeout": "1s"},
 }
 BETA = {
     "plant": {"script": "plant.sh"},
@@ -1475,6 +1476,84 @@ def test_client_abort_kills_vm(env):
     check(env.vmcgi_pid() is not None, "vmcgi died")
     r = env.client.req("POST", hook("alpha/echo"), b"still here")
     check(r.status == 200 and r.body == b"still here", "next: %r" % r)
+
+
+def proc_mem_fds(pid):
+    """(VmRSS in kB, open descriptors) of PID."""
+    rss = 0
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    return rss, len(os.listdir("/proc/%d/fd" % pid))
+
+
+def soak_one(env, i):
+    """One event of the soak mix; returns what it was, for the tally."""
+    kind = ("echo", "echo", "echo", "echo", "echo", "echo", "crash",
+            "abort", "big", "echo", "loop", "echo", "echo", "abort",
+            "echo", "crash", "echo", "echo", "echo", "echo")[i % 20]
+    if kind == "echo":
+        r = env.client.req("POST", hook("alpha/echo"), b"soak %d" % i)
+        ok = r.status == 200 and r.body == b"soak %d" % i
+    elif kind == "crash":
+        r = env.client.req("POST", hook("alpha/crash"), b"")
+        ok = r.status == 502
+    elif kind == "big":
+        r = env.client.req("POST", hook("alpha/small"), b"b" * 2048)
+        ok = r.status == 413
+    elif kind == "loop":
+        r = env.client.req("POST", hook("alpha/quickloop"), b"")
+        ok = r.status == 504
+    else:
+        r = env.client.raw("POST", hook("alpha/stream"), body=b"",
+                           timeout=30, stop=lambda raw: b"line 1" in raw)
+        ok = b"line 1" in r.body
+    return kind, ok, r
+
+
+@test(timeout=1500)
+def test_soak_no_leaks(env):
+    """Many events with crashes, timeouts, 413s and client aborts mixed
+    in, four at a time: afterwards vmcgi's memory and descriptors are back
+    where they were and no QEMU is left beyond the pool.  SOAK_EVENTS sets
+    the count (default 1000)."""
+    total = int(os.environ.get("SOAK_EVENTS", "1000"))
+    pid = env.vmcgi_pid()
+    for i in range(20):             # every worker and arena has run once
+        soak_one(env, i)
+    env.settle(timeout=15)
+    rss0, fds0 = proc_mem_fds(pid)
+    tally, bad, lock = {}, [], threading.Lock()
+    counter = iter(range(total))
+
+    def worker():
+        for i in counter:
+            try:
+                kind, ok, r = soak_one(env, i)
+            except Fail as e:
+                kind, ok, r = "error", False, str(e)
+            with lock:
+                tally[kind] = tally.get(kind, 0) + 1
+                if not ok:
+                    bad.append((i, kind, repr(r)[:200]))
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.monotonic() - t0
+    env.settle(timeout=30)
+    time.sleep(1)
+    rss1, fds1 = proc_mem_fds(pid)
+    log("soak: %d events in %.0f s, %s; vmcgi RSS %d -> %d kB, fds %d -> %d"
+        % (total, took, tally, rss0, rss1, fds0, fds1))
+    check(env.vmcgi_pid() == pid, "vmcgi restarted during the soak")
+    check(not bad, "%d events went wrong, first: %r" % (len(bad), bad[:3]))
+    check(fds1 == fds0, "descriptors %d -> %d" % (fds0, fds1))
+    check(rss1 <= rss0 + max(4096, rss0 // 5),
+          "RSS grew from %d to %d kB" % (rss0, rss1))
 
 
 TCP_CLIENT = r"""
