@@ -67,6 +67,7 @@ struct config {
 	uint64_t	 max_guest_memory;	/* live VMs' guest RAM, bytes */
 	unsigned	 queue_timeout_ms;	/* wait for a slot, then 503 */
 	unsigned	 retry_after;		/* seconds, in 503s */
+	unsigned	 read_timeout_ms;	/* idle FastCGI reads */
 
 	struct tmpl	*tmpls;
 	size_t		 ntmpls;

@@ -19,11 +19,14 @@ struct response {
 	int		 status;	/* 0 until committed */
 	int		 aborted;	/* connection cut without END_REQUEST */
 	int		 client_gone;	/* a write to the web server failed */
+	int		 stalled;	/* ... because it stopped reading */
+	long		 deadline_ms;	/* CLOCK_MONOTONIC; 0: none */
 	size_t		 body_bytes;
 	/* output=cgi: the header block collected so far */
 	int		 cgi;
 	char		*cgi_buf;
 	size_t		 cgi_len;
+	char		*held;		/* a bodiless status, sent at exit 0 */
 };
 
 void	response_init(struct response *r, FCGX_Request *fcgi, const char *id,
@@ -34,8 +37,11 @@ void	response_free(struct response *r);
 void	response_error(struct response *r, int status, const char *msg,
 	    const char *extra_header);
 
-/* 204 No Content. */
-void	response_empty(struct response *r);
+/*
+ * The handler exited 0.  If nothing was committed, send what it asked for
+ * and was held (a bodiless CGI status), or else 204 No Content.
+ */
+void	response_success(struct response *r);
 
 /*
  * Handler stdout.  In body mode the first call commits 200 with

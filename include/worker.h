@@ -6,6 +6,7 @@
 #define VMCGI_WORKER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include <fcgiapp.h>
 
@@ -24,6 +25,8 @@ struct server {
 	int			 stop_wr;
 	pthread_t		*threads;
 	unsigned		 nthreads;
+	pthread_t		 overflow;	/* answers 503 when all are busy */
+	atomic_uint		 busy;		/* workers holding a connection */
 };
 
 /* Create the socket named by cfg->listen; fd or -1 with a log line. */
@@ -38,7 +41,13 @@ int	worker_start(struct server *srv);
  */
 int	worker_stop(struct server *srv, unsigned grace_ms);
 
+/* Bound every read and write on connection fd to ms. */
+void	worker_timeouts(int fd, unsigned ms);
+
 /* Serve one accepted FastCGI request; in request.c. */
 void	request_serve(struct server *srv, FCGX_Request *fcgi);
+
+/* Answer 503 with Retry-After: every worker is busy.  In request.c. */
+void	request_refuse_busy(struct server *srv, FCGX_Request *fcgi);
 
 #endif /* VMCGI_WORKER_H */

@@ -323,6 +323,18 @@ g_queue_timeout(struct loader *l, void *o, const char *v)
 }
 
 static int
+g_read_timeout(struct loader *l, void *o, const char *v)
+{
+	unsigned ms;
+
+	if (config_parse_duration(v, &ms) < 0 || ms < 100 || ms > 3600000)
+		return load_error(l, "\"%s\" is not a duration from 100ms to "
+		    "60m", v);
+	((struct config *)o)->read_timeout_ms = ms;
+	return 0;
+}
+
+static int
 g_retry_after(struct loader *l, void *o, const char *v)
 {
 	return set_uint(l, v, 1, 3600, &((struct config *)o)->retry_after);
@@ -343,6 +355,7 @@ static const struct key_rule global_rules[] = {
 	{ "max_guest_memory", g_max_guest_memory, 0 },
 	{ "queue_timeout", g_queue_timeout, 0 },
 	{ "retry_after", g_retry_after, 0 },
+	{ "read_timeout", g_read_timeout, 0 },
 };
 
 /* [template NAME] */
@@ -529,8 +542,9 @@ h_content_type(struct loader *l, void *o, const char *v)
 		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
 			return load_error(l, "\"%s\" has a control or non-ASCII "
 			    "byte", v);
-	if (*v == '\0' || strchr(v, '/') == NULL)
-		return load_error(l, "\"%s\" is not a media type", v);
+	if (*v == '\0' || strchr(v, '/') == NULL || strlen(v) > 255)
+		return load_error(l, "\"%.64s\" is not a media type of up to "
+		    "255 bytes", v);
 	free(((struct handler *)o)->content_type);
 	((struct handler *)o)->content_type = xstrdup(v);
 	return 0;
@@ -693,6 +707,7 @@ config_defaults(struct config *c)
 	c->log_level = LOG_LVL_INFO;
 	c->queue_timeout_ms = 2000;
 	c->retry_after = 5;
+	c->read_timeout_ms = 30000;
 }
 
 /*

@@ -216,8 +216,6 @@ main(int argc, char *argv[])
 		    "their VMs");
 	stop_pools(&srv);
 	vm_kill_all();
-	if (cfg.listen[0] == '/')
-		unlink(cfg.listen);
 	log_info("stopped");
 	return 0;
 }

@@ -8,6 +8,7 @@
  * (script, environment, body), output from the guest, and the web server's
  * connection, whose hang-up means the client went away.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -143,7 +144,7 @@ req_route(struct request *rq)
 {
 	const char *path, *method;
 	struct handler *h = NULL;
-	char allow[128];
+	char allow[256];
 	size_t i;
 
 	path = FCGX_GetParam("SCRIPT_NAME", rq->fcgi->envp);
@@ -214,12 +215,15 @@ req_read_body(struct request *rq)
 	}
 	if (rq->bodylen > max)
 		return req_fail(rq, 413, "request body too large", NULL);
-	if (FCGX_GetError(rq->fcgi->in) != 0 ||
-	    (cl != NULL && *cl != '\0' && rq->bodylen != want)) {
+	if (FCGX_GetError(rq->fcgi->in) != 0) {
 		rq->end = END_CLIENT_GONE;
-		rq->why = "request body incomplete: client went away";
+		rq->why = "request body incomplete: the connection failed or "
+		    "stalled past read_timeout";
 		return -1;
 	}
+	if (cl != NULL && *cl != '\0' && rq->bodylen != want)
+		return req_fail(rq, 400, "body length differs from "
+		    "CONTENT_LENGTH", NULL);
 	return 0;
 }
 
@@ -250,7 +254,7 @@ req_load_script(struct request *rq, char **script, size_t *len)
 	else if (fstat(fd, &st) < 0)
 		err = errno;
 	else if (!S_ISREG(st.st_mode))
-		err = EINVAL;
+		err = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
 	else if (st.st_size > PROTO_MAX_SCRIPT)
 		err = EFBIG;
 	if (err == 0 && (*script = malloc((size_t)st.st_size + 1)) == NULL)
@@ -275,13 +279,21 @@ req_load_script(struct request *rq, char **script, size_t *len)
 	return req_fail(rq, 500, "handler script unavailable", NULL);
 }
 
+/*
+ * Whether a FastCGI parameter goes to the handler: CGI/1.1 variables and
+ * HTTP_* headers, with a name a shell accepts (the agent refuses others,
+ * and nginx with ignore_invalid_headers off can send "HTTP_X.Y").
+ */
 static int
 req_pass(const char *e)
 {
 	size_t i, n = strcspn(e, "=");
 
-	if (e[n] != '=')
+	if (e[n] != '=' || n == 0 || (e[0] >= '0' && e[0] <= '9'))
 		return 0;
+	for (i = 0; i < n; i++)
+		if (!isalnum((unsigned char)e[i]) && e[i] != '_')
+			return 0;
 	if (n > 5 && strncmp(e, "HTTP_", 5) == 0)
 		return 1;
 	for (i = 0; i < sizeof(req_pass_env) / sizeof(req_pass_env[0]); i++)
@@ -446,9 +458,8 @@ req_client_gone(int fd, short revents)
 }
 
 static void
-req_loop(struct request *rq)
+req_loop_until(struct request *rq, long deadline)
 {
-	long deadline = req_now_ms() + rq->h->timeout_ms + REQ_GRACE_MS;
 	struct pollfd pfd[2];
 	struct chan *c = &rq->vm.chan;
 	struct proto_hdr hdr;
@@ -499,6 +510,17 @@ req_loop(struct request *rq)
 	}
 }
 
+static void
+req_loop(struct request *rq)
+{
+	long deadline = req_now_ms() + rq->h->timeout_ms + REQ_GRACE_MS;
+
+	rq->resp.deadline_ms = deadline;
+	req_loop_until(rq, deadline);
+	if (rq->end == END_CLIENT_GONE && rq->resp.stalled)
+		rq->why = "client stopped reading: send timed out";
+}
+
 /* Map how the run ended to what the client gets. */
 static void
 req_answer(struct request *rq)
@@ -527,7 +549,7 @@ req_answer(struct request *rq)
 				status = 502,
 				msg = "malformed CGI header from handler";
 			else if (!committed)
-				response_empty(r);
+				response_success(r);
 		} else if (rq->exit.kind == PROTO_TIMEDOUT)
 			status = 504, msg = "handler timed out";
 		else if (rq->exit.kind == PROTO_FAILED)
@@ -571,7 +593,7 @@ static void
 req_log(struct request *rq)
 {
 	const struct handler *h = rq->h;
-	char code[32] = "-", vmtimes[96] = " vm=none";
+	char code[96] = "-", vmtimes[96] = " vm=none";
 	long now = req_now_ms();
 	int status = rq->resp.status;
 
@@ -581,6 +603,9 @@ req_log(struct request *rq)
 		snprintf(code, sizeof(code), "signal %d", rq->exit.code);
 	else if (rq->end == END_EXIT && rq->exit.kind == PROTO_TIMEDOUT)
 		snprintf(code, sizeof(code), "timeout");
+	else if (rq->end == END_EXIT && rq->exit.kind == PROTO_FAILED)
+		snprintf(code, sizeof(code), "agent-failed(%s)",
+		    strerror(rq->exit.code));
 	if (rq->end == END_CLIENT_GONE)
 		status = 499;
 	if (rq->vm.resume_ms > 0)
@@ -688,4 +713,23 @@ request_serve(struct server *srv, FCGX_Request *fcgi)
 	response_free(&rq.resp);
 	free(rq.body);
 	free(rq.errlog);
+}
+
+void
+request_refuse_busy(struct server *srv, FCGX_Request *fcgi)
+{
+	struct request rq;
+
+	memset(&rq, 0, sizeof(rq));
+	rq.srv = srv;
+	rq.fcgi = fcgi;
+	rq.t0 = req_now_ms();
+	req_make_id(rq.id);
+	response_init(&rq.resp, fcgi, rq.id, 0);
+	req_drain(&rq);
+	rq.why = "every worker is busy";
+	req_busy(&rq, "server busy");
+	log_req(LOG_LVL_WARN, rq.id, "status=503 ms=%ld: every worker is "
+	    "busy", req_now_ms() - rq.t0);
+	response_free(&rq.resp);
 }

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "response.h"
@@ -55,6 +57,31 @@ response_free(struct response *r)
 {
 	free(r->cgi_buf);
 	r->cgi_buf = NULL;
+	free(r->held);
+	r->held = NULL;
+}
+
+/*
+ * Writes block while the web server does not read; past the request's
+ * deadline they must fail instead, or a client that stops reading would
+ * keep the worker and the VM past the handler's timeout.
+ */
+static void
+response_send_deadline(struct response *r)
+{
+	struct timespec now;
+	struct timeval tv;
+	long left;
+
+	if (r->deadline_ms == 0)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	left = r->deadline_ms - (now.tv_sec * 1000L + now.tv_nsec / 1000000);
+	if (left < 1)
+		left = 1;
+	tv.tv_sec = left / 1000;
+	tv.tv_usec = (left % 1000) * 1000;
+	setsockopt(r->fcgi->ipcFd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
 static int
@@ -62,28 +89,49 @@ response_put(struct response *r, const char *p, size_t n)
 {
 	if (r->client_gone)
 		return -EPIPE;
+	response_send_deadline(r);
+	errno = 0;
 	if (n > 0 && FCGX_PutStr(p, (int)n, r->fcgi->out) != (int)n)
 		r->client_gone = 1;
 	if (!r->client_gone && FCGX_FFlush(r->fcgi->out) < 0)
 		r->client_gone = 1;
+	if (r->client_gone)
+		r->stalled = errno == EAGAIN || errno == EWOULDBLOCK;
 	return r->client_gone ? -EPIPE : 0;
+}
+
+/*
+ * Build the status line and headers (without the blank line that ends
+ * them) in a buffer sized to fit; the caller owns it.
+ */
+static char *
+response_build_head(struct response *r, int status, const char *ctype,
+    const char *extra)
+{
+	char *head;
+
+	if (asprintf(&head, "Status: %d %s\r\nX-Request-Id: %s\r\n%s%s%s%s",
+	    status, response_reason(status), r->id,
+	    ctype ? "Content-Type: " : "", ctype ? ctype : "",
+	    ctype ? "\r\n" : "", extra ? extra : "") < 0)
+		return NULL;
+	return head;
 }
 
 static int
 response_head(struct response *r, int status, const char *ctype,
     const char *extra)
 {
-	char head[1024];
-	int n;
+	char *head;
+	int rc;
 
-	n = snprintf(head, sizeof(head), "Status: %d %s\r\nX-Request-Id: %s"
-	    "\r\n%s%s%s%s", status, response_reason(status), r->id,
-	    ctype ? "Content-Type: " : "", ctype ? ctype : "",
-	    ctype ? "\r\n" : "", extra ? extra : "");
-	if (n < 0 || (size_t)n >= sizeof(head))
-		return -E2BIG;
+	head = response_build_head(r, status, ctype, extra);
+	if (head == NULL)
+		return -ENOMEM;
 	r->status = status;
-	return response_put(r, head, (size_t)n);
+	rc = response_put(r, head, strlen(head));
+	free(head);
+	return rc;
 }
 
 void
@@ -106,9 +154,19 @@ response_error(struct response *r, int status, const char *msg,
 }
 
 void
-response_empty(struct response *r)
+response_success(struct response *r)
 {
-	if (r->status == 0 && response_head(r, 204, NULL, NULL) == 0)
+	char *held = r->held;
+
+	if (r->status != 0)
+		return;
+	if (held != NULL) {
+		r->held = NULL;
+		r->status = atoi(held + 8);	/* "Status: NNN" */
+		if (response_put(r, held, strlen(held)) == 0)
+			response_put(r, "\r\n", 2);
+		free(held);
+	} else if (response_head(r, 204, NULL, NULL) == 0)
 		response_put(r, "\r\n", 2);
 }
 
@@ -135,6 +193,38 @@ size_t
 response_pending(const struct response *r)
 {
 	return r->cgi_len;
+}
+
+/*
+ * What a handler's CGI header block may not carry.  Refused (502): headers
+ * that make the web server act inside its own trust domain, such as
+ * nginx's internal redirect to any location (another tenant's handler
+ * included) or lighttpd's and Apache's file sending, and a local redirect
+ * (a Location that is a path, which RFC 3875 has the server follow
+ * itself).  Dropped: framing headers, which would let the web server end a
+ * response on the handler's word rather than on its exit.
+ */
+static const char *const cgi_refused[] = {
+	"X-Accel-", "X-Sendfile", "X-Lighttpd-", "X-LiteSpeed-",
+};
+static const char *const cgi_dropped[] = {
+	"Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive",
+	"X-Request-Id", "Trailer", "Upgrade",
+};
+
+static int
+cgi_name_in(const char *line, size_t colon, const char *const *list,
+    size_t n, int prefix)
+{
+	size_t i, len;
+
+	for (i = 0; i < n; i++) {
+		len = strlen(list[i]);
+		if ((prefix ? colon >= len : colon == len) &&
+		    strncasecmp(line, list[i], len) == 0)
+			return 1;
+	}
+	return 0;
 }
 
 /* A header name is an RFC 9110 token; a value has no control bytes. */
@@ -175,6 +265,19 @@ cgi_status(const char *v, size_t n)
  * Turn a complete header block (hdr, len bytes, up to but not including
  * the blank line) into our FastCGI head.  -EPROTO if any line is bad.
  */
+/* Statuses with no body: the web server ends them at the header. */
+static int
+cgi_bodiless(int status)
+{
+	return status == 204 || status == 304;
+}
+
+/*
+ * Turn a complete header block (hdr, len bytes, up to but not including
+ * the blank line) into our FastCGI head.  -EPROTO if any line is bad or
+ * refused.  A bodiless status is held until the handler exits 0, since the
+ * web server would answer it to the client at once.
+ */
 static int
 cgi_emit(struct response *r, const char *hdr, size_t len,
     const char *content_type)
@@ -182,32 +285,33 @@ cgi_emit(struct response *r, const char *hdr, size_t len,
 	char *out;
 	size_t olen = 0, colon, ll;
 	const char *line = hdr, *end = hdr + len, *nl;
-	int status = 0, have_ctype = 0, have_location = 0, rc;
+	int status = 0, have_ctype = 0, have_location = 0, rc = 0;
 
 	out = malloc(2 * len + 64);	/* "\n" may become "\r\n" */
 	if (out == NULL)
 		return -ENOMEM;
-	while (line < end) {
+	while (rc == 0 && line < end) {
 		nl = memchr(line, '\n', (size_t)(end - line));
 		ll = (size_t)((nl ? nl : end) - line);
 		if (ll > 0 && line[ll - 1] == '\r')
 			ll--;
-		if (!cgi_line_valid(line, ll, &colon)) {
-			free(out);
-			return -EPROTO;
-		}
-		if (colon == 6 && strncasecmp(line, "Status", 6) == 0) {
+		if (!cgi_line_valid(line, ll, &colon) ||
+		    cgi_name_in(line, colon, cgi_refused,
+		    sizeof(cgi_refused) / sizeof(cgi_refused[0]), 1))
+			rc = -EPROTO;
+		else if (colon == 6 && strncasecmp(line, "Status", 6) == 0) {
 			status = cgi_status(line + 7, ll - 7);
-			if (status < 0) {
-				free(out);
-				return -EPROTO;
-			}
-		} else if (!(colon == 12 &&
-		    strncasecmp(line, "X-Request-Id", 12) == 0)) {
+			if (status < 0)
+				rc = -EPROTO;
+		} else if (!cgi_name_in(line, colon, cgi_dropped,
+		    sizeof(cgi_dropped) / sizeof(cgi_dropped[0]), 0)) {
 			have_ctype |= colon == 12 &&
 			    strncasecmp(line, "Content-Type", 12) == 0;
-			have_location |= colon == 8 &&
-			    strncasecmp(line, "Location", 8) == 0;
+			if (colon == 8 && strncasecmp(line, "Location", 8) == 0) {
+				have_location = 1;
+				if (strstr(line, "://") == NULL)
+					rc = -EPROTO;	/* a local redirect */
+			}
 			memcpy(out + olen, line, ll);
 			olen += ll;
 			out[olen++] = '\r';
@@ -218,10 +322,16 @@ cgi_emit(struct response *r, const char *hdr, size_t len,
 	out[olen] = '\0';
 	if (status == 0)
 		status = have_location ? 302 : 200;
-	rc = response_head(r, status, have_ctype ? NULL : content_type, out);
+	if (rc == 0 && cgi_bodiless(status)) {
+		r->held = response_build_head(r, status, NULL, out);
+		rc = r->held ? 0 : -ENOMEM;
+	} else if (rc == 0) {
+		rc = response_head(r, status, have_ctype ? NULL : content_type,
+		    out);
+		if (rc == 0)
+			rc = response_put(r, "\r\n", 2);
+	}
 	free(out);
-	if (rc == 0)
-		rc = response_put(r, "\r\n", 2);
 	return rc;
 }
 
@@ -273,8 +383,10 @@ response_cgi(struct response *r, const char *content_type, const char *p,
 	if (rc < 0)
 		return rc;
 	rest = r->cgi_len - hlen - seplen;
-	r->body_bytes += rest;
-	rc = response_put(r, end + seplen, rest);
+	if (r->held == NULL) {
+		r->body_bytes += rest;
+		rc = response_put(r, end + seplen, rest);
+	}
 	free(r->cgi_buf);
 	r->cgi_buf = NULL;
 	r->cgi_len = 0;
@@ -287,6 +399,8 @@ response_stdout(struct response *r, const char *content_type, const char *p,
 {
 	int rc;
 
+	if (r->held != NULL)
+		return 0;	/* a bodiless status: the body goes nowhere */
 	if (r->status == 0 && r->cgi)
 		return response_cgi(r, content_type, p, n);
 	if (r->status == 0) {

@@ -15,7 +15,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +25,7 @@
 #include "worker.h"
 
 #define WORKER_BACKLOG 128
+#define WORKER_OVERFLOW_TIMEOUT_MS 2000
 
 static int
 worker_listen_unix(const struct config *cfg)
@@ -118,6 +121,23 @@ worker_listen(const struct config *cfg)
 	return fd;
 }
 
+/*
+ * A peer that stops sending mid-record, or stops reading our answer,
+ * would hold a worker for ever: every read and write on the connection
+ * gives up after ms (libfcgi then sees an error).  The request loop
+ * narrows the send timeout to its own deadline.
+ */
+void
+worker_timeouts(int fd, unsigned ms)
+{
+	struct timeval tv = { .tv_sec = ms / 1000,
+	    .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+		log_warn("setsockopt SO_RCVTIMEO/SO_SNDTIMEO %u ms", ms);
+}
+
 /* The next connection, or -1 once the server is stopping. */
 static int
 worker_accept(struct server *srv)
@@ -138,8 +158,10 @@ worker_accept(struct server *srv)
 		if (pfd[0].revents == 0)
 			continue;
 		fd = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd >= 0)
+		if (fd >= 0) {
+			worker_timeouts(fd, srv->cfg->read_timeout_ms);
 			return fd;
+		}
 		if (errno != EAGAIN && errno != EINTR &&
 		    errno != ECONNABORTED) {
 			log_warn("accept4");
@@ -147,6 +169,8 @@ worker_accept(struct server *srv)
 		}
 	}
 }
+
+static void	worker_finish(FCGX_Request *req);
 
 static void *
 worker_main(void *arg)
@@ -164,18 +188,72 @@ worker_main(void *arg)
 	while ((fd = worker_accept(srv)) >= 0) {
 		req.ipcFd = fd;
 		req.keepConnection = 1;	/* so Accept keeps the fd we set */
+		/*
+		 * Not "detached", libfcgi lingers up to 2 s per close reading
+		 * what the peer still sends; vmcgi drains bodies itself.
+		 */
+		req.detached = 1;
+		atomic_fetch_add(&srv->busy, 1);
 		rc = FCGX_Accept_r(&req);
-		if (rc < 0) {
+		if (rc < 0)
 			log_warnx("FastCGI connection refused: malformed "
-			    "records or early close (%d)", rc);
-			req.ipcFd = -1;
+			    "records, early close or read_timeout (%d)", rc);
+		else
+			request_serve(srv, &req);
+		worker_finish(&req);
+		atomic_fetch_sub(&srv->busy, 1);
+	}
+	return NULL;
+}
+
+static void
+worker_finish(FCGX_Request *req)
+{
+	if (req->ipcFd >= 0 && req->in != NULL)
+		FCGX_Finish_r(req);
+	if (req->ipcFd >= 0)
+		close(req->ipcFd);
+	req->ipcFd = -1;
+}
+
+/*
+ * While every worker is busy, new connections would wait unseen in the
+ * listen backlog until the web server times out.  This thread answers
+ * them at once with 503 and Retry-After instead, so a sender retries.
+ */
+static void *
+worker_overflow(void *arg)
+{
+	struct server *srv = arg;
+	struct pollfd pfd[2] = {
+		{ .fd = srv->listen_fd, .events = POLLIN },
+		{ .fd = srv->stop_rd, .events = POLLIN },
+	};
+	FCGX_Request req;
+	int fd;
+
+	FCGX_InitRequest(&req, -1, 0);
+	for (;;) {
+		if (poll(pfd, 2, 100) < 0 && errno != EINTR)
+			break;
+		if (pfd[1].revents != 0)
+			break;
+		if (pfd[0].revents == 0)
+			continue;
+		if (atomic_load(&srv->busy) < srv->nthreads) {
+			usleep(2000);	/* a free worker will take it */
 			continue;
 		}
-		request_serve(srv, &req);
-		FCGX_Finish_r(&req);
-		if (req.ipcFd >= 0)
-			close(req.ipcFd);
-		req.ipcFd = -1;
+		fd = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		worker_timeouts(fd, WORKER_OVERFLOW_TIMEOUT_MS);
+		req.ipcFd = fd;
+		req.keepConnection = 1;
+		req.detached = 1;
+		if (FCGX_Accept_r(&req) == 0)
+			request_refuse_busy(srv, &req);
+		worker_finish(&req);
 	}
 	return NULL;
 }
@@ -206,6 +284,12 @@ worker_start(struct server *srv)
 		}
 		srv->nthreads++;
 	}
+	rc = pthread_create(&srv->overflow, NULL, worker_overflow, srv);
+	if (rc != 0) {
+		errno = rc;
+		log_warn("pthread_create overflow");
+		return -1;
+	}
 	return 0;
 }
 
@@ -218,6 +302,10 @@ worker_stop(struct server *srv, unsigned grace_ms)
 
 	if (write(srv->stop_wr, "x", 1) != 1)
 		log_warn("write stop pipe");
+	/* New connections are refused now rather than left in the backlog. */
+	if (srv->cfg->listen[0] == '/')
+		unlink(srv->cfg->listen);
+	pthread_join(srv->overflow, NULL);
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += grace_ms / 1000;
 	until.tv_nsec += (long)(grace_ms % 1000) * 1000000;

@@ -396,7 +396,15 @@ main(void)
 		log_warn("open \"/dev/urandom\"");
 		exit(1);
 	}
-	if (chan_open(&chan) != 0 || agent_ready(&chan) != 0)
+	/*
+	 * The zygote starts while the port is looked for.  Without it the
+	 * guest still serves, exec'ing every handler, so it is not fatal.
+	 */
+	zygote_start();
+	if (chan_open(&chan) != 0)
+		exit(1);
+	zygote_ready();
+	if (agent_ready(&chan) != 0)
 		exit(1);
 
 	rc = agent_setup(&chan, &job);

@@ -66,6 +66,10 @@ struct job {
 int handler_run(struct chan *, struct job *, int);
 void handler_killall(void);
 
+int zygote_start(void);
+int zygote_ready(void);
+int zygote_spawn(const struct job *, const int[3], pid_t *);
+
 int agent_reap(pid_t, int *);
 void agent_idle(struct chan *, int);
 

@@ -260,6 +260,33 @@ run_spawn(struct run *r, struct run_failure *rf)
 	return rf->rf_errno > 0 ? -rf->rf_errno : -EIO;
 }
 
+/*
+ * Has the zygote fork a python3 handler.  Returns 1 if it runs, or 0 if
+ * the job is not one for the zygote or the zygote failed (logged); the
+ * handler has then not run and the caller execs it.
+ */
+static int
+run_zygote(struct run *r)
+{
+	int child[3], i, rc;
+
+	if (run_pipes(r, child) != 0)
+		return 0;
+	r->r_start = run_now();
+	rc = zygote_spawn(r->r_job, child, &r->r_pid);
+	for (i = 0; i < 3; i++)
+		close(child[i]);
+	if (rc == 1)
+		return 1;
+	if (rc < 0)
+		log_warnx("zygote failed (%s): exec'ing the handler",
+		    strerror(-rc));
+	run_close(&r->r_in);
+	run_close(&r->r_out);
+	run_close(&r->r_err);
+	return 0;
+}
+
 static int
 run_exit(struct run *r, uint32_t kind, int32_t code)
 {
@@ -513,7 +540,7 @@ handler_run(struct chan *c, struct job *job, int sigfd)
 	r.r_in = r.r_out = r.r_err = -1;
 	if ((rc = run_write_script(&job->j_script, &step)) != 0)
 		return run_failed(&r, step, -rc);
-	if ((rc = run_spawn(&r, &rf)) != 0)
+	if (!run_zygote(&r) && (rc = run_spawn(&r, &rf)) != 0)
 		return run_failed(&r, rf.rf_step, -rc);
 	r.r_deadline = r.r_start + job->j_run.timeout_ms;
 

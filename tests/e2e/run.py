@@ -83,6 +83,10 @@ ALPHA = {
     "subesc": {"script": "sub/run.sh"},
     "unread": {"script": "unread.sh"},
     "quickloop": {"script": "loop.sh", "timeout": "1s"},
+    "cgiaccel": {"script": "cgiaccel.sh", "output": "cgi"},
+    "cgiframing": {"script": "cgiframing.sh", "output": "cgi"},
+    "cgibighead": {"script": "cgibighead.sh", "output": "cgi"},
+    "flood": {"script": "flood.sh", "timeout": "3s"},
 }
 BETA = {
     "plant": {"script": "plant.sh"},
@@ -537,7 +541,8 @@ class Env:
                 "listen_group": "www-data", "listen_mode": "0660",
                 "workers": "4", "prefix": PREFIX,
                 "state_dir": os.path.join(self.tmp, "state"),
-                "stderr_limit": "4k", "log_level": "debug"}),
+                "stderr_limit": "4k", "log_level": "debug",
+                "read_timeout": "5s"}),
             ini_section("template e2e", {
                 "kernel": os.path.join(g, "vmlinuz"),
                 "initrd": os.path.join(g, "initrd.img"),
@@ -1335,6 +1340,116 @@ def test_output_cgi_malformed_502(env):
         r = env.client.req("POST", hook("alpha/cgibad") + "?" + variant, b"")
         check(r.status == 502, "%s: %r" % (variant, r))
         check_error(r, 502)
+
+
+@test()
+def test_output_cgi_refused_headers(env):
+    """Headers that would make nginx act for the handler (an internal
+    redirect to another tenant, a file sent from the host, a local
+    redirect) are refused with 502; nothing of beta runs."""
+    for variant in ("redirect", "sendfile", "local"):
+        mark = env.log_mark()
+        r = env.client.req("POST", hook("alpha/cgiaccel") + "?" + variant,
+                           b"")
+        check_error(r, 502)
+        lines = env.log_since(mark).splitlines()
+        check(not any("beta/echo" in l for l in lines),
+              "%s: beta/echo ran: %r" % (variant, lines[-3:]))
+
+
+@test()
+def test_output_cgi_framing_ignored(env):
+    """A handler's Content-Length or a 204 cannot turn a later failure
+    into a clean success: framing headers are dropped, bodiless statuses
+    wait for the exit."""
+    r = env.client.raw("POST", hook("alpha/cgiframing") + "?length",
+                       body=b"", timeout=30)
+    check(r.header("content-length") is None,
+          "handler's Content-Length reached the client: %r" % r)
+    check(not r.complete, "failed handler answered cleanly: %r" % r)
+    r = env.client.req("POST", hook("alpha/cgiframing") + "?nocontent", b"")
+    check_error(r, 502)
+    r = env.client.req("POST", hook("alpha/cgiframing") + "?nocontent-ok",
+                       b"")
+    check(r.status == 204 and r.header("x-done") == "yes", "204: %r" % r)
+    check_rid(r)
+
+
+@test()
+def test_output_cgi_big_header_block(env):
+    r = env.client.req("POST", hook("alpha/cgibighead"), b"")
+    check(r.status == 201 and r.body == b"body\n", "%r" % r)
+    check(r.header("x-header-29") == "0123456789012345678901234567890123456789"
+          "abcd", "last header: %r" % r.header("x-header-29"))
+
+
+@test()
+def test_odd_param_names_skipped(env):
+    """A parameter whose name no shell accepts (nginx sends such with
+    ignore_invalid_headers off) is left out; the event still runs."""
+    req = fcgi_request(hook("alpha/env"), b"", extra=[
+        ("HTTP_X.Y", "1"), ("HTTP_X\xc3\x84", "2"), ("HTTP_FINE", "3")])
+    out, how = fcgi_talk(env.sock, req, timeout=30)
+    stdout, _ = fcgi_parse(out)
+    check(cgi_status(stdout) == 200, "status: %r" % stdout[:300])
+    body = stdout.split(b"\r\n\r\n", 1)[1]
+    e = json.loads(body)["env"]
+    check(e.get("HTTP_FINE") == "3", "HTTP_FINE missing: %r" % sorted(e))
+    check(not any("." in k or not k.isascii() for k in e),
+              "odd names reached the handler: %r" % sorted(e))
+
+
+@test(timeout=90)
+def test_slow_reader_bounded(env):
+    """A client that stops reading cannot keep a VM past the handler's
+    timeout: vmcgi's writes give up at its deadline (3 s + 2 s)."""
+    mark = env.log_mark()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(env.sock)
+    t0 = time.monotonic()
+    try:
+        s.sendall(fcgi_request(hook("alpha/flood"), b""))
+        # vmcgi logs a request only once its VM is killed and reaped
+        lines = env.wait_log(mark, lambda ls: any(
+            "alpha/flood" in l and "status=" in l for l in ls), 20)
+        took = time.monotonic() - t0
+    finally:
+        s.close()
+    check(lines, "no end of the request in the log after 20 s")
+    end = [l for l in lines if "alpha/flood" in l and "status=" in l][0]
+    check("send timed out" in end, "log does not say why: %r" % end)
+    check(took < 9, "VM lived %.1f s, past timeout 3 s + grace 2 s" % took)
+    env.settle()
+
+
+@test(timeout=90)
+def test_stalled_connections_and_overflow(env):
+    """Connections that stop mid-record hold workers only until
+    read_timeout (5 s here); while every worker is held, a new request
+    gets 503 with Retry-After at once, and afterwards all is served."""
+    held = []
+    try:
+        for _ in range(4):              # the e2e vmcgi has 4 workers
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.connect(env.sock)
+            c.sendall(fcgi_begin()[:5])
+            held.append(c)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        r = env.client.req("POST", hook("alpha/echo"), b"x", timeout=30)
+        took = time.monotonic() - t0
+        check(r.status == 503 and took < 3, "while held: %r after %.1f s"
+              % (r, took))
+        check(r.header("retry-after") == "5", "Retry-After %r" %
+              r.header("retry-after"))
+        check_error(r, 503)
+        time.sleep(6)                   # read_timeout frees the workers
+        r = env.client.req("POST", hook("alpha/echo"), b"after", timeout=30)
+        check(r.status == 200 and r.body == b"after", "after: %r" % r)
+    finally:
+        for c in held:
+            c.close()
 
 
 @test()
