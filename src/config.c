@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <iniparser/iniparser.h>
@@ -176,9 +177,13 @@ g_listen(struct loader *l, void *o, const char *v)
 {
 	struct config *c = o;
 
-	if (v[0] != '/' && strrchr(v, ':') == NULL)
-		return load_error(l, "\"%s\" is neither /path nor host:port",
-		    v);
+	const char *colon = strrchr(v, ':');
+	unsigned port;
+
+	if (v[0] != '/' && (colon == NULL || colon == v ||
+	    set_uint(l, colon + 1, 1, 65535, &port) < 0))
+		return load_error(l, "\"%s\" is neither /path nor HOST:PORT "
+		    "with a port from 1 to 65535", v);
 	if (v[0] == '/' && strlen(v) >= 108)
 		return load_error(l, "socket path \"%s\" is too long", v);
 	free(c->listen);
@@ -247,7 +252,9 @@ g_prefix(struct loader *l, void *o, const char *v)
 	size_t n = strlen(v);
 
 	if (v[0] != '/' || (n > 1 && v[n - 1] == '/') || strstr(v, "//") ||
-	    strstr(v, "/.") || n > 256)
+	    strstr(v, "/.") || n > 256 ||
+	    strspn(v, "/abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789_-.") != n)
 		return load_error(l, "\"%s\" is not a path like /hooks", v);
 	free(c->prefix);
 	c->prefix = xstrdup(n == 1 ? "" : v);
@@ -360,18 +367,38 @@ static const struct key_rule global_rules[] = {
 
 /* [template NAME] */
 
+/* A path from the file that must name something readable of that type. */
+static int
+load_existing(struct loader *l, const char *v, int dir, char **out)
+{
+	struct stat st;
+	char *p = load_path(l, v);
+
+	if (stat(p, &st) < 0 || access(p, R_OK) < 0) {
+		load_error(l, "\"%s\": %s", p, strerror(errno));
+		free(p);
+		return -1;
+	}
+	if (dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)) {
+		load_error(l, "\"%s\" is not a %s", p, dir ? "directory" :
+		    "regular file");
+		free(p);
+		return -1;
+	}
+	*out = p;
+	return 0;
+}
+
 static int
 t_kernel(struct loader *l, void *o, const char *v)
 {
-	((struct tmpl *)o)->kernel = load_path(l, v);
-	return 0;
+	return load_existing(l, v, 0, &((struct tmpl *)o)->kernel);
 }
 
 static int
 t_initrd(struct loader *l, void *o, const char *v)
 {
-	((struct tmpl *)o)->initrd = load_path(l, v);
-	return 0;
+	return load_existing(l, v, 0, &((struct tmpl *)o)->initrd);
 }
 
 static int
@@ -455,8 +482,7 @@ static const struct key_rule tmpl_rules[] = {
 static int
 n_dir(struct loader *l, void *o, const char *v)
 {
-	((struct tenant *)o)->dir = load_path(l, v);
-	return 0;
+	return load_existing(l, v, 1, &((struct tenant *)o)->dir);
 }
 
 static int
@@ -930,6 +956,14 @@ config_scan_duplicates(struct loader *l, FILE *f)
 		if (*p == '[' && (end = strchr(p, ']')) != NULL) {
 			config_norm(p + 1, (size_t)(end - p - 1), name);
 			cur = nseen;
+			if (strchr(name, ':') != NULL)
+				rc = load_error(l, "line %zu: section \"%s\": "
+				    "a name cannot hold ':'", lineno, name);
+		} else if (*p != ';' && *p != '#' &&
+		    strchr(p, '=') != NULL && nseen == 0) {
+			rc = load_error(l, "line %zu: a key before any "
+			    "[section]", lineno);
+			continue;
 		} else if (*p != ';' && *p != '#' &&
 		    (end = strchr(p, '=')) != NULL && nseen > 0) {
 			char key[CONFIG_LINE_MAX];

@@ -556,6 +556,39 @@ snapshot_boot(struct snapshot *s, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * QEMU's own words on a failed boot are in the template's log file;
+ * append their last line to err, which otherwise says only what vmcgi saw
+ * (a closed monitor, a timeout).
+ */
+static void
+snapshot_log_tail(const struct snapshot *s, char *err, size_t errlen)
+{
+	char path[4096], tail[512], *line;
+	ssize_t n;
+	off_t size;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s.log", s->state_path);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	size = lseek(fd, 0, SEEK_END);
+	n = pread(fd, tail, sizeof(tail) - 1, size > (off_t)sizeof(tail) - 1 ?
+	    size - (off_t)sizeof(tail) + 1 : 0);
+	close(fd);
+	if (n <= 0)
+		return;
+	tail[n] = '\0';
+	while (n > 0 && (tail[n - 1] == '\n' || tail[n - 1] == '\r'))
+		tail[--n] = '\0';
+	line = strrchr(tail, '\n');
+	line = line ? line + 1 : tail;
+	if (*line != '\0')
+		snprintf(err + strlen(err), errlen - strlen(err),
+		    " (qemu: %s; log \"%s\")", line, path);
+}
+
 /* What a snapshot was made from; a different stamp means boot again. */
 static int
 snapshot_stamp(const struct snapshot *s, char *buf, size_t len)
@@ -644,7 +677,7 @@ snapshot_prepare(struct snapshot *s, const struct config *cfg,
 	    t->name) < 0)
 		abort();
 	if (snapshot_stamp(s, stamp, sizeof(stamp)) < 0) {
-		snprintf(err, errlen, "template %s: %s", t->name, stamp);
+		snprintf(err, errlen, "%s", stamp);
 		rc = -1;
 	} else if (snapshot_stamp_matches(stamp_path, stamp) &&
 	    access(final_mem, R_OK) == 0 && access(final_state, R_OK) == 0) {
@@ -657,6 +690,8 @@ snapshot_prepare(struct snapshot *s, const struct config *cfg,
 			abort();
 		unlink(s->mem_path);
 		rc = snapshot_boot(s, err, errlen);
+		if (rc < 0)
+			snapshot_log_tail(s, err, errlen);
 		if (rc == 0 && (rename(s->mem_path, final_mem) < 0 ||
 		    rename(s->state_path, final_state) < 0)) {
 			snprintf(err, errlen, "rename \"%s\": %s", s->mem_path,

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -37,22 +38,63 @@ test_good(void)
 	h = config_handler(&c, "octo", "push");
 	CHECK(h != NULL && h->cgi_output && h->timeout_ms == 10000 &&
 	    h->max_body == (1 << 20) && strcmp(h->allow, "POST") == 0 &&
-	    strcmp(h->tenant->dir, "/srv/octo") == 0,
+	    strcmp(h->tenant->dir, "/tmp") == 0,
 	    "octo/push defaults");
 	CHECK(config_handler(&c, "octo", "checkout") == NULL,
 	    "handlers belong to their tenant");
 	config_free(&c);
 }
 
+/*
+ * A directory with the files BASE names (k, i, d/), where each bad
+ * configuration is written, so that only the mistake it holds is wrong.
+ */
+static char unit_dir[] = "/tmp/vmcgi-unit-XXXXXX";
+
+static void
+unit_dir_make(void)
+{
+	char p[64];
+	FILE *f;
+
+	if (mkdtemp(unit_dir) == NULL)
+		abort();
+	snprintf(p, sizeof(p), "%s/k", unit_dir);
+	f = fopen(p, "w");
+	if (f != NULL)
+		fclose(f);
+	snprintf(p, sizeof(p), "%s/i", unit_dir);
+	f = fopen(p, "w");
+	if (f != NULL)
+		fclose(f);
+	snprintf(p, sizeof(p), "%s/d", unit_dir);
+	mkdir(p, 0700);
+}
+
+static void
+unit_dir_remove(void)
+{
+	char p[64];
+
+	snprintf(p, sizeof(p), "%s/k", unit_dir);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/i", unit_dir);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/d", unit_dir);
+	rmdir(p);
+	rmdir(unit_dir);
+}
+
 /* Write text to a file, load it, and expect an error containing want. */
 static void
 expect_error(const char *text, const char *want)
 {
-	char path[] = "/tmp/vmcgi-unit-XXXXXX", err[512] = "";
+	char path[80], err[512] = "";
 	struct config c;
 	FILE *f;
 	int fd, rc;
 
+	snprintf(path, sizeof(path), "%s/cfg-XXXXXX", unit_dir);
 	fd = mkstemp(path);
 	f = fd >= 0 ? fdopen(fd, "w") : NULL;
 	if (f == NULL) {
@@ -117,6 +159,19 @@ test_bad(void)
 	expect_error("[template t]\nkernel = k\ninitrd = i\naccel = hvf\n",
 	    "[template t] accel");
 	expect_error(BASE, "no [handler TENANT/NAME] section");
+	expect_error("[template t]\nkernel = nope\ninitrd = i\n",
+	    "[template t] kernel: \"");
+	expect_error("[template t]\nkernel = d\ninitrd = i\n",
+	    "is not a regular file");
+	expect_error(BASE "[tenant b]\ndir = k\n", "is not a directory");
+	expect_error("stray = 1\n" BASE, "line 1: a key before any");
+	expect_error(BASE "[tenant a:b]\ndir = d\n", "cannot hold ':'");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "listen = 127.0.0.1:99999\n", "[vmcgi] listen");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "listen = :80\n", "[vmcgi] listen");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "prefix = /ho oks\n", "[vmcgi] prefix");
 	expect_error("[template t]\nkernel = k\ninitrd = i\npool_size = 65\n",
 	    "[template t] pool_size");
 	expect_error("[template t]\nkernel = k\ninitrd = i\n"
@@ -150,8 +205,10 @@ test_values(void)
 int
 main(void)
 {
+	unit_dir_make();
 	test_good();
 	test_bad();
+	unit_dir_remove();
 	test_values();
 	return check_done();
 }
