@@ -83,7 +83,7 @@ $(BUILD)/agent: $(AGENT_SRCS) include/proto.h
 	$(Q)$(CC) -std=gnu11 -O2 -Wall -Wextra $(WERROR) -Iinclude -static \
 		-o $@ $(AGENT_SRCS)
 
-$(BUILD)/guest/initrd.img: $(BUILD)/agent guest/init guest/mkimage.sh
+$(BUILD)/guest/initrd.img: $(BUILD)/agent guest/init guest/mkimage.sh guest/zygote.py
 	$(Q)guest/mkimage.sh $(BUILD)/guest $(BUILD)/debs $(BUILD)/agent
 
 image: $(STAMP_DEPS) $(BUILD)/guest/initrd.img

@@ -9,7 +9,8 @@
 #
 # The initramfs holds busybox, python3.11 with its stdlib (minus tests and
 # GUI parts), the shared libraries those need, the four virtio modules the
-# Debian cloud kernel builds as modules, /init and the agent.
+# Debian cloud kernel builds as modules, /init, the agent and the python3
+# zygote the agent starts (guest/zygote.py).
 
 set -eu
 
@@ -238,6 +239,12 @@ copy_libs
 	    ln -s "/lib/$ARCHLIB/ld-linux-x86-64.so.2" "$ROOT/lib64/"
 }
 
+# The zygote the agent starts in the template (src/agent/zygote.c).
+step "zygote"
+mkdir -p "$ROOT/usr/lib/vmcgi"
+cp "$GUESTDIR/zygote.py" "$ROOT/usr/lib/vmcgi/zygote.py"
+chmod 0644 "$ROOT/usr/lib/vmcgi/zygote.py"
+
 # Debian ships no bytecode and compiles it in postinst; the guest's stdlib
 # is root-owned and the handler cannot write it, so without this every run
 # would compile json and friends afresh, which costs seconds under TCG.
@@ -247,10 +254,12 @@ LD=$(find "$ROOT" -name 'ld-linux-x86-64.so.2' -type f | head -n 1)
 "$LD" --library-path "$ROOT/lib/$ARCHLIB:$ROOT/usr/lib/$ARCHLIB" \
     "$ROOT/usr/bin/python$PYVER" -I -c "
 import compileall, sys
-ok = compileall.compile_dir(sys.argv[1], quiet=1, workers=0,
-    stripdir=sys.argv[2], prependdir='/')
+ok = True
+for d in sys.argv[2:]:
+    ok = compileall.compile_dir(d, quiet=1, workers=0,
+        stripdir=sys.argv[1], prependdir='/') and ok
 sys.exit(0 if ok else 1)" \
-    "$ROOT/usr/lib/python$PYVER" "$ROOT" >/dev/null ||
+    "$ROOT" "$ROOT/usr/lib/python$PYVER" "$ROOT/usr/lib/vmcgi" >/dev/null ||
     die "compileall with the guest's python$PYVER failed"
 
 step "users and /init"
