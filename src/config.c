@@ -725,7 +725,7 @@ config_defaults(struct config *c)
 	c->listen_uid = getuid();
 	c->listen_gid = getgid();
 	c->listen_mode = 0660;
-	c->workers = 4;
+	c->workers = 16;
 	c->prefix = xstrdup("/hooks");
 	c->state_dir = xstrdup("/var/lib/vmcgi");
 	c->qemu = xstrdup("/usr/bin/qemu-system-x86_64");
@@ -748,8 +748,13 @@ config_finish(struct loader *l)
 	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
 	size_t i;
 
-	if (c->max_vms == 0)
+	if (c->max_vms == 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
 		c->max_vms = c->workers;
+		if (cpus > 0 && (unsigned long)cpus * 4 < c->max_vms)
+			c->max_vms = (unsigned)cpus * 4;
+	}
 	if (c->max_guest_memory == 0 && pages > 0 && psize > 0)
 		c->max_guest_memory = (uint64_t)pages * (uint64_t)psize;
 	for (i = 0; i < c->ntmpls; i++)

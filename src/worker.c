@@ -26,6 +26,7 @@
 
 #define WORKER_BACKLOG 128
 #define WORKER_OVERFLOW_TIMEOUT_MS 2000
+#define WORKER_OVERFLOW_GRACE_MS 500
 
 static int
 worker_listen_unix(const struct config *cfg)
@@ -216,6 +217,15 @@ worker_finish(FCGX_Request *req)
 	req->ipcFd = -1;
 }
 
+static long
+worker_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
+}
+
 /*
  * While every worker is busy, new connections would wait unseen in the
  * listen backlog until the web server times out.  This thread answers
@@ -230,6 +240,7 @@ worker_overflow(void *arg)
 		{ .fd = srv->stop_rd, .events = POLLIN },
 	};
 	FCGX_Request req;
+	long since = 0;
 	int fd;
 
 	FCGX_InitRequest(&req, -1, 0);
@@ -238,12 +249,23 @@ worker_overflow(void *arg)
 			break;
 		if (pfd[1].revents != 0)
 			break;
-		if (pfd[0].revents == 0)
-			continue;
-		if (atomic_load(&srv->busy) < srv->nthreads) {
-			usleep(2000);	/* a free worker will take it */
+		if (pfd[0].revents == 0) {
+			since = 0;	/* the workers keep up */
 			continue;
 		}
+		/*
+		 * Refuse only once connections have been waiting for a
+		 * while with every worker busy: a worker about to finish
+		 * will take the next one in a moment.
+		 */
+		if (since == 0)
+			since = worker_now_ms();
+		if (atomic_load(&srv->busy) < srv->nthreads ||
+		    worker_now_ms() - since < WORKER_OVERFLOW_GRACE_MS) {
+			usleep(5000);
+			continue;
+		}
+		since = 0;
 		fd = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
 			continue;
