@@ -6,6 +6,7 @@
 #define VMCGI_POOL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "vm.h"
 
@@ -15,7 +16,7 @@ struct pool_slot {
 };
 
 struct pool {
-	const struct snapshot	*snap;
+	struct snapshot		*snap;
 	unsigned		 size;		/* target number of idle clones */
 	unsigned		 max_age_ms;
 	pthread_mutex_t		 lock;
@@ -24,12 +25,17 @@ struct pool {
 	unsigned		 nidle;
 	unsigned		 failures;	/* restores failed in a row */
 	int			 stopping;
+	int			 rebuilt;	/* the one rebuild was tried */
+	atomic_int		 broken;	/* and failed: answer 503 */
 	int			 running;	/* the refiller thread exists */
 	pthread_t		 thread;
 };
 
-/* Start the refiller (none if size is 0).  0, or -1 with a log line. */
-int	pool_start(struct pool *p, const struct snapshot *snap,
+/*
+ * Start the refiller thread, which also rebuilds the template once if
+ * its clones keep failing.  0, or -1 with a log line.
+ */
+int	pool_start(struct pool *p, struct snapshot *snap,
 	    unsigned size, unsigned max_age_ms);
 
 /*

@@ -5,6 +5,7 @@
 #ifndef VMCGI_VM_H
 #define VMCGI_VM_H
 
+#include <pthread.h>
 #include <sys/types.h>
 
 #include "chan.h"
@@ -17,6 +18,8 @@ struct snapshot {
 	const char	*qemu;
 	char		*mem_path;	/* guest RAM, mapped private by clones */
 	char		*state_path;	/* device state, migration stream */
+	char		*stamp_path;	/* what they were made from */
+	pthread_rwlock_t files;		/* held to rename the pair */
 	const char	*accel;		/* "kvm" or "tcg" */
 	char		*cmdline;	/* guest kernel command line */
 	int		 reused;	/* 1 if an earlier run's snapshot fit */
@@ -44,11 +47,18 @@ int	snapshot_prepare(struct snapshot *s, const struct config *cfg,
 void	snapshot_free(struct snapshot *s);
 
 /*
+ * Cold boot the template again and replace its snapshot, for clones that
+ * keep failing.  Clones alive keep their old RAM file (a rename leaves the
+ * inode).  Blocks for the boot.  0, or -1 with a message in err.
+ */
+int	snapshot_rebuild(struct snapshot *s, char *err, size_t errlen);
+
+/*
  * Start a clone of s and load its state; it stays paused, holding no CPU.
  * Blocks up to timeout_ms.  0, or -1 with a message in err and nothing
  * left running.
  */
-int	vm_load(const struct snapshot *s, struct vm *vm, int timeout_ms,
+int	vm_load(struct snapshot *s, struct vm *vm, int timeout_ms,
 	    char *err, size_t errlen);
 
 /*

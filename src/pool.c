@@ -9,6 +9,7 @@
  * could leave behind (a QEMU that went bad, a stale state file) is served.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -18,6 +19,7 @@
 
 #define POOL_LOAD_TIMEOUT_MS 30000
 #define POOL_BACKOFF_MAX_MS 30000
+#define POOL_REBUILD_AFTER 3
 
 static long
 pool_now_ms(void)
@@ -95,6 +97,8 @@ pool_refill_one(struct pool *p)
 	p->failures++;
 	log_warnx("template %s: pool restore failed (%u in a row): %s",
 	    p->snap->tmpl->name, p->failures, err);
+	if (p->failures >= POOL_REBUILD_AFTER && !p->rebuilt)
+		return;		/* pool_main rebuilds at once */
 	backoff = 250L << (p->failures < 8 ? p->failures : 8);
 	if (backoff > POOL_BACKOFF_MAX_MS)
 		backoff = POOL_BACKOFF_MAX_MS;
@@ -102,6 +106,35 @@ pool_refill_one(struct pool *p)
 	while (!p->stopping && pthread_cond_timedwait(&p->wake, &p->lock,
 	    &until) != ETIMEDOUT)
 		;
+}
+
+/*
+ * Clones that keep failing mean the snapshot itself went bad (a state file
+ * damaged on disk, say): boot the template again, once.  If that fails
+ * too, the template is broken and its handlers answer 503 until vmcgi is
+ * restarted.  The lock is held, dropped meanwhile.
+ */
+static void
+pool_rebuild(struct pool *p)
+{
+	char err[1024];
+	int rc;
+
+	p->rebuilt = 1;
+	pthread_mutex_unlock(&p->lock);
+	log_warnx("template %s: %u restores failed in a row: booting it "
+	    "again", p->snap->tmpl->name, p->failures);
+	rc = snapshot_rebuild(p->snap, err, sizeof(err));
+	if (rc == 0)
+		log_info("template %s: booted again in %u ms",
+		    p->snap->tmpl->name, p->snap->boot_ms);
+	else
+		log_warnx("template %s: rebuild failed, its handlers answer "
+		    "503: %s", p->snap->tmpl->name, err);
+	pthread_mutex_lock(&p->lock);
+	p->failures = 0;
+	if (rc < 0)
+		atomic_store(&p->broken, 1);
 }
 
 static void *
@@ -117,8 +150,20 @@ pool_main(void *arg)
 		pool_recycle(p, now);
 		if (p->stopping)
 			break;
+		if (p->failures >= POOL_REBUILD_AFTER && !p->rebuilt) {
+			pool_rebuild(p);
+			continue;
+		}
+		if (atomic_load(&p->broken)) {
+			pthread_cond_wait(&p->wake, &p->lock);
+			continue;
+		}
 		if (p->nidle < p->size) {
 			pool_refill_one(p);
+			continue;
+		}
+		if (p->size == 0) {
+			pthread_cond_wait(&p->wake, &p->lock);
 			continue;
 		}
 		wait = p->idle[0].born_ms + p->max_age_ms - now;
@@ -130,7 +175,7 @@ pool_main(void *arg)
 }
 
 int
-pool_start(struct pool *p, const struct snapshot *snap, unsigned size,
+pool_start(struct pool *p, struct snapshot *snap, unsigned size,
     unsigned max_age_ms)
 {
 	pthread_condattr_t ca;
@@ -145,9 +190,7 @@ pool_start(struct pool *p, const struct snapshot *snap, unsigned size,
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&p->wake, &ca);
 	pthread_condattr_destroy(&ca);
-	if (size == 0)
-		return 0;
-	p->idle = calloc(size, sizeof(*p->idle));
+	p->idle = calloc(size + 1, sizeof(*p->idle));
 	if (p->idle == NULL) {
 		log_warn("calloc pool of %u", size);
 		return -1;
@@ -174,6 +217,11 @@ pool_take(struct pool *p, struct vm *vm, int *pooled, int timeout_ms,
 	struct pool_slot slot;
 	int got = 0;
 
+	if (atomic_load(&p->broken)) {
+		snprintf(err, errlen, "template %s is broken: its rebuild "
+		    "failed", p->snap->tmpl->name);
+		return -1;
+	}
 	pthread_mutex_lock(&p->lock);
 	if (p->nidle > 0) {
 		pool_pop(p, &slot);
@@ -191,9 +239,18 @@ pool_take(struct pool *p, struct vm *vm, int *pooled, int timeout_ms,
 		    "restoring another: %s", p->snap->tmpl->name, err);
 	}
 	*pooled = 0;
-	if (vm_load(p->snap, vm, timeout_ms, err, errlen) < 0)
-		return -1;
-	return vm_resume(vm, timeout_ms, err, errlen);
+	if (vm_load(p->snap, vm, timeout_ms, err, errlen) == 0 &&
+	    vm_resume(vm, timeout_ms, err, errlen) == 0) {
+		pthread_mutex_lock(&p->lock);
+		p->failures = 0;
+		pthread_mutex_unlock(&p->lock);
+		return 0;
+	}
+	pthread_mutex_lock(&p->lock);
+	p->failures++;
+	pthread_cond_signal(&p->wake);
+	pthread_mutex_unlock(&p->lock);
+	return -1;
 }
 
 void

@@ -410,7 +410,7 @@ vm_migrate_wait(struct vm *vm, long deadline, unsigned poll_ms)
 }
 
 int
-vm_load(const struct snapshot *s, struct vm *vm, int timeout_ms, char *err,
+vm_load(struct snapshot *s, struct vm *vm, int timeout_ms, char *err,
     size_t errlen)
 {
 	long start = vm_now_ms(), deadline = start + timeout_ms;
@@ -419,8 +419,14 @@ vm_load(const struct snapshot *s, struct vm *vm, int timeout_ms, char *err,
 	int statefd, rc;
 
 	vm_init(vm);
+	/*
+	 * Read-locked until QEMU greets on QMP, by which time it has mapped
+	 * the RAM file: a rebuild renames the pair only in between.
+	 */
+	pthread_rwlock_rdlock(&s->files);
 	statefd = open(s->state_path, O_RDONLY | O_CLOEXEC);
 	if (statefd < 0) {
+		pthread_rwlock_unlock(&s->files);
 		snprintf(err, errlen, "open \"%s\": %s", s->state_path,
 		    strerror(errno));
 		return -1;
@@ -429,11 +435,12 @@ vm_load(const struct snapshot *s, struct vm *vm, int timeout_ms, char *err,
 	rc = vm_spawn(vm, a.v, statefd, -1);
 	argv_free(&a);
 	close(statefd);
+	if (rc == 0)
+		rc = qmp_open(&vm->qmp, vm->qmp.fd, timeout_ms);
+	pthread_rwlock_unlock(&s->files);
 	if (rc < 0)
-		return vm_fail(vm, err, errlen, "fork qemu", rc);
-	rc = qmp_open(&vm->qmp, vm->qmp.fd, timeout_ms);
-	if (rc < 0)
-		return vm_fail(vm, err, errlen, "qmp greeting", rc);
+		return vm_fail(vm, err, errlen, vm->pid > 0 ? "qmp greeting" :
+		    "fork qemu", rc);
 	rc = qmp_call(&vm->qmp, "{\"execute\":\"migrate-set-capabilities\","
 	    "\"arguments\":{\"capabilities\":[{\"capability\":"
 	    "\"x-ignore-shared\",\"state\":true}]}}", NULL, 0, timeout_ms);
@@ -654,61 +661,77 @@ snapshot_write_stamp(const char *path, const char *stamp)
  * it.
  */
 int
+snapshot_rebuild(struct snapshot *s, char *err, size_t errlen)
+{
+	struct snapshot b = *s;
+	char stamp[4096];
+	int rc;
+
+	if (snapshot_stamp(s, stamp, sizeof(stamp)) < 0) {
+		snprintf(err, errlen, "%s", stamp);
+		return -1;
+	}
+	unlink(s->stamp_path);
+	if (asprintf(&b.mem_path, "%s.new", s->mem_path) < 0 ||
+	    asprintf(&b.state_path, "%s.new", s->state_path) < 0)
+		abort();
+	unlink(b.mem_path);
+	rc = snapshot_boot(&b, err, errlen);
+	if (rc < 0)
+		snapshot_log_tail(&b, err, errlen);
+	/* No clone may open one file of the old pair and one of the new. */
+	pthread_rwlock_wrlock(&s->files);
+	if (rc == 0 && (rename(b.mem_path, s->mem_path) < 0 ||
+	    rename(b.state_path, s->state_path) < 0)) {
+		snprintf(err, errlen, "rename \"%s\": %s", b.mem_path,
+		    strerror(errno));
+		rc = -1;
+	}
+	pthread_rwlock_unlock(&s->files);
+	if (rc == 0 && (rc = snapshot_write_stamp(s->stamp_path, stamp)) < 0)
+		snprintf(err, errlen, "write \"%s\": %s", s->stamp_path,
+		    strerror(-rc));
+	s->boot_ms = b.boot_ms;
+	free(b.mem_path);
+	free(b.state_path);
+	return rc < 0 ? -1 : 0;
+}
+
+int
 snapshot_prepare(struct snapshot *s, const struct config *cfg,
     const struct tmpl *t, const char *accel, unsigned long tsc_khz,
     char *err, size_t errlen)
 {
-	char stamp[4096], *stamp_path, *final_mem, *final_state;
+	char stamp[4096];
 	int rc;
 
 	memset(s, 0, sizeof(*s));
 	s->tmpl = t;
 	s->qemu = cfg->qemu;
 	s->accel = accel;
+	pthread_rwlock_init(&s->files, NULL);
 	if (strcmp(accel, "tcg") == 0 && tsc_khz > 0)
 		rc = asprintf(&s->cmdline, VM_CMDLINE VM_CMDLINE_TCG, tsc_khz);
 	else
 		rc = asprintf(&s->cmdline, VM_CMDLINE);
-	if (rc < 0)
-		abort();
-	if (asprintf(&stamp_path, "%s/%s.stamp", cfg->state_dir, t->name) < 0 ||
-	    asprintf(&final_mem, "%s/%s.mem", cfg->state_dir, t->name) < 0 ||
-	    asprintf(&final_state, "%s/%s.state", cfg->state_dir,
+	if (rc < 0 ||
+	    asprintf(&s->stamp_path, "%s/%s.stamp", cfg->state_dir,
+	    t->name) < 0 ||
+	    asprintf(&s->mem_path, "%s/%s.mem", cfg->state_dir, t->name) < 0 ||
+	    asprintf(&s->state_path, "%s/%s.state", cfg->state_dir,
 	    t->name) < 0)
 		abort();
 	if (snapshot_stamp(s, stamp, sizeof(stamp)) < 0) {
 		snprintf(err, errlen, "%s", stamp);
-		rc = -1;
-	} else if (snapshot_stamp_matches(stamp_path, stamp) &&
-	    access(final_mem, R_OK) == 0 && access(final_state, R_OK) == 0) {
-		s->reused = 1;
-		rc = 0;
-	} else {
-		unlink(stamp_path);
-		if (asprintf(&s->mem_path, "%s.new", final_mem) < 0 ||
-		    asprintf(&s->state_path, "%s.new", final_state) < 0)
-			abort();
-		unlink(s->mem_path);
-		rc = snapshot_boot(s, err, errlen);
-		if (rc < 0)
-			snapshot_log_tail(s, err, errlen);
-		if (rc == 0 && (rename(s->mem_path, final_mem) < 0 ||
-		    rename(s->state_path, final_state) < 0)) {
-			snprintf(err, errlen, "rename \"%s\": %s", s->mem_path,
-			    strerror(errno));
-			rc = -1;
-		}
-		if (rc == 0 && (rc = snapshot_write_stamp(stamp_path,
-		    stamp)) < 0)
-			snprintf(err, errlen, "write \"%s\": %s", stamp_path,
-			    strerror(-rc));
-		free(s->mem_path);
-		free(s->state_path);
+		return -1;
 	}
-	s->mem_path = final_mem;
-	s->state_path = final_state;
-	free(stamp_path);
-	return rc < 0 ? -1 : 0;
+	if (snapshot_stamp_matches(s->stamp_path, stamp) &&
+	    access(s->mem_path, R_OK) == 0 &&
+	    access(s->state_path, R_OK) == 0) {
+		s->reused = 1;
+		return 0;
+	}
+	return snapshot_rebuild(s, err, errlen);
 }
 
 void
@@ -716,6 +739,8 @@ snapshot_free(struct snapshot *s)
 {
 	free(s->mem_path);
 	free(s->state_path);
+	free(s->stamp_path);
 	free(s->cmdline);
+	pthread_rwlock_destroy(&s->files);
 	memset(s, 0, sizeof(*s));
 }

@@ -1627,6 +1627,34 @@ def soak_one(env, i):
     return kind, ok, r
 
 
+@test(timeout=240)
+def test_template_rebuilt_when_clones_fail(env):
+    """A snapshot that goes bad on disk makes restores fail; after three in
+    a row the template is booted again, once, and events succeed again.
+    Meanwhile every answer is a success or a 503 with Retry-After."""
+    mark = env.log_mark()
+    state = os.path.join(env.tmp, "state", "e2e.state")
+    with open(state, "r+b") as f:       # the pool's clones are loaded
+        f.write(os.urandom(4096))
+    deadline = time.monotonic() + 200
+    statuses, recovered = [], False
+    while time.monotonic() < deadline:
+        r = env.client.req("POST", hook("alpha/echo"), b"again", timeout=60)
+        statuses.append(r.status)
+        check(r.status in (200, 503), "answer while broken: %r" % r)
+        if r.status == 503:
+            check(r.header("retry-after") is not None, "no Retry-After")
+        lines = env.log_since(mark)
+        if r.status == 200 and "booted again" in lines:
+            recovered = True
+            break
+        time.sleep(0.5)
+    lines = env.log_since(mark)
+    check("booting it again" in lines, "no rebuild in the log")
+    check(recovered, "no success after the rebuild; statuses %r" % statuses)
+    env.settle(timeout=30)
+
+
 @test(timeout=1500)
 def test_soak_no_leaks(env):
     """Many events with crashes, timeouts, 413s and client aborts mixed
