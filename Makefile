@@ -5,6 +5,8 @@
 #   make demo     install, build, and send the example webhooks via nginx
 #   make run      the same, but keep serving until Ctrl-C
 #   make test     install, build and run every test
+#   make bench    the same set-up plus gVisor and fcgiwrap, then the
+#                 benchmark of bench/run.py (docs/bench-results.md)
 #
 # V=1 shows the commands; WERROR= turns warnings back into warnings.
 
@@ -53,9 +55,11 @@ DEB_BUILD += libnl-3-dev libnl-route-3-dev libseccomp-dev
 DEB_GUEST := busybox-static cpio zstd apt
 DEB_RUN   := qemu-system-x86 nginx iproute2
 DEB_TEST  := python3 curl
+DEB_BENCH := runsc fcgiwrap
 STAMP_DEPS := $(BUILD)/.deps-installed
+STAMP_BENCH := $(BUILD)/.bench-deps-installed
 
-.PHONY: all deps image demo run test unit clean
+.PHONY: all deps image demo run test unit bench clean
 
 all: $(BUILD)/vmcgi
 
@@ -65,6 +69,11 @@ $(STAMP_DEPS):
 	@touch $@
 
 deps: $(STAMP_DEPS)
+
+$(STAMP_BENCH):
+	@mkdir -p $(BUILD)
+	$(Q)tests/install-deps.sh $(DEB_BENCH)
+	@touch $@
 
 $(BUILD)/obj/%.o: src/%.c include/*.h
 	@mkdir -p $(dir $@)
@@ -106,6 +115,10 @@ run: $(STAMP_DEPS) all image
 
 test: $(STAMP_DEPS) all image $(UNIT_TESTS)
 	$(Q)tests/run-all.sh $(BUILD)
+
+# Not part of test: about five minutes, and it never fails on a figure.
+bench: $(STAMP_DEPS) all image $(STAMP_BENCH)
+	$(Q)/usr/bin/python3 bench/run.py $(BUILD)
 
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/tests $(BUILD)/vmcgi $(BUILD)/agent
