@@ -160,6 +160,14 @@ vm_args(struct argv *a, const struct snapshot *s, int clone)
 	argv_add(a, "-nic");
 	argv_add(a, "none");
 	argv_add(a, "-no-reboot");
+	/*
+	 * QEMU's own seccomp filter: no exec of helpers, no privilege or
+	 * scheduling changes, no obsolete system calls.  A guest that breaks
+	 * out into QEMU finds these closed.
+	 */
+	argv_add(a, "-sandbox");
+	argv_add(a, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,"
+	    "resourcecontrol=deny");
 	if (clone) {
 		argv_add(a, "-incoming");
 		argv_add(a, "defer");

@@ -1627,6 +1627,24 @@ def soak_one(env, i):
     return kind, ok, r
 
 
+@test()
+def test_qemu_sandboxed_without_network(env):
+    """Every QEMU of vmcgi runs under a seccomp filter (QEMU's -sandbox)
+    and has no network device at all."""
+    q = env.qemu()
+    check(q, "no QEMU child to look at (the warm pool is empty?)")
+    for pid in q:
+        with open("/proc/%d/status" % pid) as f:
+            mode = [l.split()[1] for l in f if l.startswith("Seccomp:")]
+        check(mode == ["2"], "QEMU %d seccomp mode %r" % (pid, mode))
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            args = f.read().split(b"\0")
+        check(b"-nic" in args and args[args.index(b"-nic") + 1] == b"none",
+              "QEMU %d without -nic none" % pid)
+        check(not any(a.startswith(b"-netdev") or b"user," in a
+                      for a in args), "QEMU %d has a netdev" % pid)
+
+
 @test(timeout=240)
 def test_template_rebuilt_when_clones_fail(env):
     """A snapshot that goes bad on disk makes restores fail; after three in
