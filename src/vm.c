@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -34,6 +35,8 @@
 /* Under TCG: see accel_tsc_khz(); tsc=reliable keeps the TSC clocksource. */
 #define VM_CMDLINE_TCG " tsc_early_khz=%lu tsc=reliable clocksource=tsc"
 #define VM_MAX_ARGS 64
+/* Bumped whenever vm_args changes what a snapshot depends on. */
+#define VM_ARGS_VERSION 2
 #define VM_FD_CHAN 3
 #define VM_FD_QMP 4
 #define VM_FD_STATE 5
@@ -124,7 +127,12 @@ vm_args(struct argv *a, const struct snapshot *s, int clone)
 	argv_add(a, "-display");
 	argv_add(a, "none");
 	argv_add(a, "-M");
-	argv_add(a, "microvm,memory-backend=ram");
+	/*
+	 * No KSM merging of guest pages across VMs (a timing side channel
+	 * between tenants), and no guest memory in a QEMU core dump.
+	 */
+	argv_add(a, "microvm,memory-backend=ram,mem-merge=off,"
+	    "dump-guest-core=off");
 	argv_add(a, "-accel");
 	argv_add(a, "%s", s->accel);
 	argv_add(a, "-cpu");
@@ -186,10 +194,16 @@ vm_child(char **argv, int chan, int qmp, int state, int errfd, pid_t parent)
 	sigset_t none;
 	int i, null;
 
+	struct rlimit nocore = { 0, 0 };
+
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	signal(SIGPIPE, SIG_DFL);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		_exit(126);
+	/* A crashing QEMU must not write tenant memory to a core file. */
+	if (setrlimit(RLIMIT_CORE, &nocore) < 0 ||
+	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		_exit(126);
 	for (i = 0; i < 4; i++)
 		if (fds[i] >= 0 && (fds[i] = fcntl(fds[i], F_DUPFD, 100)) < 0)
@@ -619,9 +633,10 @@ snapshot_stamp(const struct snapshot *s, char *buf, size_t len)
 			return -1;
 		}
 	}
-	snprintf(buf, len, "vmcgi-snapshot 1\nqemu %s %lld %lld\n"
+	snprintf(buf, len, "vmcgi-snapshot %d\nqemu %s %lld %lld\n"
 	    "kernel %s %lld %lld\ninitrd %s %lld %lld\nmemory %llu\n"
 	    "vcpus %u\naccel %s\ncmdline %s\n",
+	    VM_ARGS_VERSION,
 	    files[0], (long long)st[0].st_size, (long long)st[0].st_mtime,
 	    files[1], (long long)st[1].st_size, (long long)st[1].st_mtime,
 	    files[2], (long long)st[2].st_size, (long long)st[2].st_mtime,

@@ -1643,6 +1643,11 @@ def test_qemu_sandboxed_without_network(env):
               "QEMU %d without -nic none" % pid)
         check(not any(a.startswith(b"-netdev") or b"user," in a
                       for a in args), "QEMU %d has a netdev" % pid)
+        check(any(b"mem-merge=off" in a for a in args),
+              "QEMU %d may merge pages with other VMs (KSM)" % pid)
+        with open("/proc/%d/limits" % pid) as f:
+            core = [l.split()[3:5] for l in f if l.startswith("Max core")]
+        check(core == [["0", "0"]], "QEMU %d may dump core: %r" % (pid, core))
 
 
 @test(timeout=240)
