@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,9 +202,14 @@ vm_child(char **argv, int chan, int qmp, int state, int errfd, pid_t parent)
 	signal(SIGPIPE, SIG_DFL);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 		_exit(126);
-	/* A crashing QEMU must not write tenant memory to a core file. */
+	/*
+	 * A crashing QEMU must not write tenant memory to a core file; and a
+	 * guest that breaks out into QEMU finds a network namespace with not
+	 * even a loopback up, and no host IPC objects.
+	 */
 	if (setrlimit(RLIMIT_CORE, &nocore) < 0 ||
-	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+	    unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0)
 		_exit(126);
 	for (i = 0; i < 4; i++)
 		if (fds[i] >= 0 && (fds[i] = fcntl(fds[i], F_DUPFD, 100)) < 0)

@@ -1646,8 +1646,13 @@ def test_qemu_sandboxed_without_network(env):
         check(any(b"mem-merge=off" in a for a in args),
               "QEMU %d may merge pages with other VMs (KSM)" % pid)
         with open("/proc/%d/limits" % pid) as f:
-            core = [l.split()[3:5] for l in f if l.startswith("Max core")]
+            core = [l.split()[4:6] for l in f if l.startswith("Max core")]
         check(core == [["0", "0"]], "QEMU %d may dump core: %r" % (pid, core))
+        for ns in ("net", "ipc", "uts"):
+            mine = os.readlink("/proc/%d/ns/%s" % (env.vmcgi_pid(), ns))
+            its = os.readlink("/proc/%d/ns/%s" % (pid, ns))
+            check(mine != its, "QEMU %d shares vmcgi's %s namespace"
+                  % (pid, ns))
 
 
 @test(timeout=240)
