@@ -87,6 +87,7 @@ ALPHA = {
     "cgiframing": {"script": "cgiframing.sh", "output": "cgi"},
     "cgibighead": {"script": "cgibighead.sh", "output": "cgi"},
     "flood": {"script": "flood.sh", "timeout": "3s"},
+    "agentprobe": {"script": "agentprobe.sh"},
 }
 BETA = {
     "plant": {"script": "plant.sh"},
@@ -1653,6 +1654,17 @@ def test_qemu_sandboxed_without_network(env):
             its = os.readlink("/proc/%d/ns/%s" % (pid, ns))
             check(mine != its, "QEMU %d shares vmcgi's %s namespace"
                   % (pid, ns))
+
+
+@test()
+def test_agent_unreachable_from_handler(env):
+    """The handler can neither open the agent's channel device nor signal
+    the agent (PID 1)."""
+    r = env.client.req("POST", hook("alpha/agentprobe"), b"")
+    check(r.status == 200, "%r" % r)
+    check(b"denied /dev/vport" in r.body and b"OPENED" not in r.body,
+          "channel device: %r" % r.body)
+    check(b"denied pid1" in r.body, "PID 1: %r" % r.body)
 
 
 @test(timeout=240)
