@@ -145,15 +145,16 @@ def reap(procs, timeout=5):
     """Waits for the processes of PROCS that are our children to end."""
     deadline = time.monotonic() + timeout
     todo = set(procs)
-    while todo and time.monotonic() < deadline:
+    while todo:
         for pid in list(todo):
             try:
                 if os.waitpid(pid, os.WNOHANG)[0] == pid:
                     todo.discard(pid)
             except ChildProcessError:
                 todo.discard(pid)       # not ours, or already reaped
-        if todo:
-            time.sleep(0.05)
+        if not todo or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
 
 
 def smaps_rollup(pid):
@@ -847,6 +848,10 @@ class Bench:
             self.stop_runsc()
         except Exception as e:
             problems.append("stopping runsc: %s" % e)
+        # runsc run exits before its sandbox and gofer processes are
+        # reaped: as subreaper we inherit them as zombies; reap those,
+        # report anything still running.
+        reap(descendants(os.getpid()), timeout=0)
         left = descendants(os.getpid())
         if left:
             problems.append("processes left: %s" % sorted(
