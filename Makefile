@@ -36,6 +36,7 @@ LDLIBS	+= -pthread
 
 SRCS	:= src/accel.c
 SRCS	+= src/admit.c
+SRCS	+= src/cgroup.c
 SRCS	+= src/chan.c
 SRCS	+= src/config.c
 SRCS	+= src/log.c

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <sys/types.h>
 
+#include "cgroup.h"
 #include "chan.h"
 #include "config.h"
 #include "qmp.h"
@@ -32,6 +33,7 @@ struct vm {
 	struct chan	 chan;
 	struct qmp	 qmp;
 	int		 errfd;		/* QEMU's stderr, non-blocking */
+	struct vm_cgroup cg;		/* ndirs 0: none */
 	unsigned	 load_ms;	/* spawn to state loaded */
 	unsigned	 resume_ms;	/* cont to guest READY */
 };
@@ -73,6 +75,13 @@ void	vm_destroy(struct vm *vm);
 
 /* Copy up to len-1 bytes QEMU wrote to stderr into buf; returns length. */
 size_t	vm_stderr(struct vm *vm, char *buf, size_t len);
+
+/*
+ * Put every QEMU started from now on in a cgroup of its own (guest memory
+ * plus QEMU's overhead, a thread limit).  Call once at start-up, after
+ * cgroup_init succeeded.
+ */
+void	vm_use_cgroups(void);
 
 /* Kill every QEMU this process still has; for shutdown.  Async-safe. */
 void	vm_kill_all(void);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "accel.h"
+#include "cgroup.h"
 #include "config.h"
 #include "log.h"
 #include "pool.h"
@@ -64,6 +65,20 @@ block_signals(sigset_t *set)
 	if (pthread_sigmask(SIG_BLOCK, set, NULL) != 0)
 		fatalx("pthread_sigmask failed");
 	signal(SIGPIPE, SIG_IGN);	/* client aborts are write errors */
+}
+
+static void
+setup_cgroups(void)
+{
+	char why[512];
+
+	if (cgroup_init(why, sizeof(why)) == 0) {
+		vm_use_cgroups();
+		log_info("cgroups: one per VM (guest memory plus overhead, "
+		    "threads)");
+	} else
+		log_warnx("cgroups: VMs run without memory and thread "
+		    "limits: %s", why);
 }
 
 static struct snapshot *
@@ -190,6 +205,7 @@ main(int argc, char *argv[])
 	 * Signals still kill us here: a SIGTERM during a template's boot
 	 * ends vmcgi at once, and the parent-death signal ends that QEMU.
 	 */
+	setup_cgroups();
 	srv.snaps = prepare_templates(&cfg);
 	block_signals(&set);
 	if (admit_init(&srv.admit, &cfg) < 0)
@@ -216,6 +232,7 @@ main(int argc, char *argv[])
 		    "their VMs");
 	stop_pools(&srv);
 	vm_kill_all();
+	cgroup_cleanup();
 	log_info("stopped");
 	return 0;
 }

@@ -37,13 +37,25 @@
 #define VM_CMDLINE_TCG " tsc_early_khz=%lu tsc=reliable clocksource=tsc"
 #define VM_MAX_ARGS 64
 /* Bumped whenever vm_args changes what a snapshot depends on. */
-#define VM_ARGS_VERSION 2
+#define VM_ARGS_VERSION 3
+/* Beside guest RAM a TCG QEMU holds its translation cache and more. */
+#define VM_TB_SIZE_MB 128
+#define VM_OVERHEAD_BYTES (256ULL << 20)
+#define VM_MAX_THREADS 128
 #define VM_FD_CHAN 3
 #define VM_FD_QMP 4
 #define VM_FD_STATE 5
 #define VM_HELLO_RESEND_MS 100
 #define VM_QMP_TIMEOUT_MS 10000
 #define VM_MAX_LIVE 1024
+
+static int vm_cgroups;
+
+void
+vm_use_cgroups(void)
+{
+	vm_cgroups = 1;
+}
 
 /* Live QEMU pids, so shutdown can kill what a stuck worker still holds. */
 static pthread_mutex_t vm_live_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -135,7 +147,10 @@ vm_args(struct argv *a, const struct snapshot *s, int clone)
 	argv_add(a, "microvm,memory-backend=ram,mem-merge=off,"
 	    "dump-guest-core=off");
 	argv_add(a, "-accel");
-	argv_add(a, "%s", s->accel);
+	if (strcmp(s->accel, "tcg") == 0)	/* bounded, for the cgroup */
+		argv_add(a, "tcg,tb-size=%d", VM_TB_SIZE_MB);
+	else
+		argv_add(a, "%s", s->accel);
 	argv_add(a, "-cpu");
 	argv_add(a, "%s", strcmp(s->accel, "kvm") == 0 ? "host" : "max");
 	argv_add(a, "-smp");
@@ -189,7 +204,8 @@ vm_args(struct argv *a, const struct snapshot *s, int clone)
  * no FastCGI connection of another worker leaks into QEMU.
  */
 static void
-vm_child(char **argv, int chan, int qmp, int state, int errfd, pid_t parent)
+vm_child(char **argv, int chan, int qmp, int state, int errfd, pid_t parent,
+    const struct vm_cgroup *cg)
 {
 	int fds[4] = { chan, qmp, state, errfd };
 	sigset_t none;
@@ -209,7 +225,8 @@ vm_child(char **argv, int chan, int qmp, int state, int errfd, pid_t parent)
 	 */
 	if (setrlimit(RLIMIT_CORE, &nocore) < 0 ||
 	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
-	    unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0)
+	    unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0 ||
+	    cgroup_enter(cg) < 0)
 		_exit(126);
 	for (i = 0; i < 4; i++)
 		if (fds[i] >= 0 && (fds[i] = fcntl(fds[i], F_DUPFD, 100)) < 0)
@@ -231,11 +248,18 @@ vm_child(char **argv, int chan, int qmp, int state, int errfd, pid_t parent)
  * vm->qmp.fd and vm->errfd and returns 0; else -errno, nothing running.
  */
 static int
-vm_spawn(struct vm *vm, char **argv, int statefd, int errfd_in)
+vm_spawn(struct vm *vm, char **argv, int statefd, int errfd_in,
+    uint64_t guest_mem)
 {
 	int chan[2] = { -1, -1 }, qmp[2] = { -1, -1 }, errp[2] = { -1, -1 };
 	pid_t parent = getpid();
 	int rc = 0;
+
+	if (vm_cgroups && (rc = cgroup_create(&vm->cg, guest_mem +
+	    VM_OVERHEAD_BYTES, VM_MAX_THREADS)) < 0) {
+		log_warnx("cgroup for a VM: %s", strerror(-rc));
+		return rc;
+	}
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) < 0 ||
 	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qmp) < 0 ||
@@ -250,7 +274,7 @@ vm_spawn(struct vm *vm, char **argv, int statefd, int errfd_in)
 	}
 	if (vm->pid == 0)
 		vm_child(argv, chan[1], qmp[1], statefd,
-		    errfd_in >= 0 ? errfd_in : errp[1], parent);
+		    errfd_in >= 0 ? errfd_in : errp[1], parent, &vm->cg);
 	vm_live_set(0, vm->pid);
 	close(chan[1]);
 	close(qmp[1]);
@@ -274,6 +298,7 @@ fail:
 			close(errp[i]);
 	}
 	vm->pid = -1;
+	cgroup_remove(&vm->cg);
 	return rc;
 }
 
@@ -289,6 +314,7 @@ vm_destroy(struct vm *vm)
 		vm_live_set(vm->pid, 0);
 		vm->pid = -1;
 	}
+	cgroup_remove(&vm->cg);
 	if (vm->chan.in != NULL || vm->chan.fd >= 0)
 		chan_free(&vm->chan);
 	if (vm->qmp.fd >= 0)
@@ -460,7 +486,7 @@ vm_load(struct snapshot *s, struct vm *vm, int timeout_ms, char *err,
 		return -1;
 	}
 	vm_args(&a, s, 1);
-	rc = vm_spawn(vm, a.v, statefd, -1);
+	rc = vm_spawn(vm, a.v, statefd, -1, s->tmpl->memory);
 	argv_free(&a);
 	close(statefd);
 	if (rc == 0)
@@ -534,7 +560,7 @@ snapshot_boot(struct snapshot *s, char *err, size_t errlen)
 		return -1;
 	}
 	vm_args(&a, s, 0);
-	rc = vm_spawn(&vm, a.v, -1, logfd);
+	rc = vm_spawn(&vm, a.v, -1, logfd, s->tmpl->memory);
 	argv_free(&a);
 	close(logfd);
 	if (rc < 0) {

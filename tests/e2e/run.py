@@ -455,6 +455,11 @@ def cgi_status(stdout):
 # ---------------------------------------------------------------------------
 # The environment: temporary directory, namespace, nginx, vmcgi
 
+def nsenter(ns):
+    """The command prefix that runs a program in network namespace NS."""
+    return ["nsenter", "--net=/run/netns/%s" % ns, "--"]
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -622,9 +627,10 @@ class Env:
         if self.vlogf is None:
             self.vlogf = open(self.vlog, "ab")
         vmcgi = os.path.join(self.build, "vmcgi")
-        # ip netns exec execs vmcgi in place: the pid is vmcgi's own.
+        # nsenter execs vmcgi in place (the pid is vmcgi's own) and, unlike
+        # ip netns exec, leaves /sys alone, so the cgroup mounts stay.
         self.vmcgi = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, vmcgi, "-c", self.ini],
+            nsenter(self.ns) + [vmcgi, "-c", self.ini],
             stdin=subprocess.DEVNULL, stdout=self.vlogf, stderr=self.vlogf,
             start_new_session=True)
         deadline = time.monotonic() + BOOT_WAIT
@@ -1649,6 +1655,12 @@ def test_qemu_sandboxed_without_network(env):
         with open("/proc/%d/limits" % pid) as f:
             core = [l.split()[4:6] for l in f if l.startswith("Max core")]
         check(core == [["0", "0"]], "QEMU %d may dump core: %r" % (pid, core))
+        with open("/proc/%d/cgroup" % pid) as f:
+            groups = f.read()
+        check(re.search(r"memory:.*/vmcgi-%d/vm-\d+$" % env.vmcgi_pid(),
+                        groups, re.M),
+              "QEMU %d is not in a memory cgroup of its own: %r"
+              % (pid, groups))
         for ns in ("net", "ipc", "uts"):
             mine = os.readlink("/proc/%d/ns/%s" % (env.vmcgi_pid(), ns))
             its = os.readlink("/proc/%d/ns/%s" % (pid, ns))
@@ -1767,8 +1779,7 @@ def test_tcp_listen(env):
         f.write(text)
     logf = open(os.path.join(env.tmp, "vmcgi-tcp.log"), "wb")
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", env.ns, os.path.join(env.build, "vmcgi"),
-         "-c", ini], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+        nsenter(env.ns) + [os.path.join(env.build, "vmcgi"), "-c", ini], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
         start_new_session=True)
     try:
         req = fcgi_request(hook("alpha/echo"), b"over tcp").hex()
