@@ -4,10 +4,13 @@
  * /sys/fs/cgroup) one directory carries memory.max and pids.max; with v1
  * the memory and pids hierarchies get a directory each.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -69,6 +72,43 @@ cgroup_write(const char *dir, const char *file, const char *value)
 	return rc;
 }
 
+/*
+ * A vmcgi killed outright leaves its (empty) cgroup directories behind;
+ * remove those of vmcgi processes that no longer exist, in dir.
+ */
+static void
+cgroup_sweep(const char *dir)
+{
+	char path[PATH_MAX], sub[PATH_MAX];
+	struct dirent *e, *v;
+	DIR *d, *vd;
+	long pid;
+
+	d = opendir(dir);
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, "vmcgi-", 6) != 0)
+			continue;
+		pid = strtol(e->d_name + 6, NULL, 10);
+		if (pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		if (snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >=
+		    (int)sizeof(path) || (vd = opendir(path)) == NULL)
+			continue;
+		while ((v = readdir(vd)) != NULL)
+			if (strncmp(v->d_name, "vm-", 3) == 0 &&
+			    snprintf(sub, sizeof(sub), "%s/%s", path,
+			    v->d_name) < (int)sizeof(sub))
+				rmdir(sub);
+		closedir(vd);
+		if (rmdir(path) == 0)
+			log_info("cgroups: removed \"%s\", left by a vmcgi "
+			    "that is gone", path);
+	}
+	closedir(d);
+}
+
 /* Make base (mount/own/vmcgi-PID) for one hierarchy; 0 or -1 with why. */
 static int
 cgroup_add_base(const char *mount, const char *ctrl, char *why,
@@ -91,6 +131,9 @@ cgroup_add_base(const char *mount, const char *ctrl, char *why,
 			cgroup_write(own, "cgroup.subtree_control",
 			    "+memory +pids");
 	}
+	if (snprintf(base, PATH_MAX, "%s%s", mount,
+	    strcmp(self, "/") == 0 ? "" : self) < PATH_MAX)
+		cgroup_sweep(base);
 	if (snprintf(base, PATH_MAX, "%s%s/vmcgi-%d", mount,
 	    strcmp(self, "/") == 0 ? "" : self, (int)getpid()) >= PATH_MAX) {
 		snprintf(why, whylen, "cgroup path of \"%s\" too long", self);
