@@ -17,7 +17,7 @@ struct admit {
 	pthread_cond_t		 freed;
 	unsigned		 vms;		/* serving now */
 	uint64_t		 mem;		/* their guest memory */
-	uint64_t		 mem_max;	/* what is left beside the pools */
+	uint64_t		 mem_max; /* what is left beside the pools */
 	unsigned		*t_running;	/* per cfg->tenants[] */
 	unsigned		*t_waiting;
 	unsigned		*h_running;	/* per cfg->handlers[] */

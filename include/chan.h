@@ -13,9 +13,9 @@
 
 struct chan {
 	int		 fd;
-	uint8_t		*in;		/* sizeof(hdr) + PROTO_MAX_PAYLOAD */
+	uint8_t		*in;	/* sizeof(hdr) + PROTO_MAX_PAYLOAD */
 	size_t		 inlen;
-	size_t		 consumed;	/* bytes of the last returned message */
+	size_t		 consumed;	/* bytes of the last message */
 	uint8_t		*out;
 	size_t		 outlen;
 	size_t		 outoff;

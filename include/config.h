@@ -40,14 +40,14 @@ struct handler {
 	char		 name[CONFIG_NAME_MAX + 1];
 	struct tenant	*tenant;
 	struct tmpl	*tmpl;
-	char		*script;		/* relative to tenant->dir */
+	char		*script;	/* relative to tenant->dir */
 	unsigned	 timeout_ms;
 	uint64_t	 max_body;
 	char		*content_type;
-	int		 cgi_output;		/* stdout starts with headers */
+	int		 cgi_output;	/* stdout starts with headers */
 	char		*methods[CONFIG_METHODS_MAX];
 	size_t		 nmethods;
-	char		*allow;			/* "POST, PUT" for 405s */
+	char		*allow;	/* "POST, PUT" for 405s */
 	unsigned	 max_concurrent;	/* 0: only tenant and host */
 };
 
@@ -64,8 +64,8 @@ struct config {
 	size_t		 stderr_limit;
 	enum log_level	 log_level;
 	unsigned	 max_vms;		/* serving at once */
-	uint64_t	 max_guest_memory;	/* live VMs' guest RAM, bytes */
-	unsigned	 queue_timeout_ms;	/* wait for a slot, then 503 */
+	uint64_t	 max_guest_memory; /* live VMs' guest RAM, bytes */
+	unsigned	 queue_timeout_ms; /* wait for a slot, then 503 */
 	unsigned	 retry_after;		/* seconds, in 503s */
 	unsigned	 read_timeout_ms;	/* idle FastCGI reads */
 
@@ -86,8 +86,8 @@ int	config_load(const char *path, struct config *cfg, char *err,
 void	config_free(struct config *cfg);
 
 /* Look-ups by name; NULL when absent. */
-struct handler	*config_handler(const struct config *cfg, const char *tenant,
-		    const char *name);
+struct handler	*config_handler(const struct config *cfg,
+		    const char *tenant, const char *name);
 int		 config_name_valid(const char *s, size_t len);
 
 /* Value parsers shared with tests; 0 on success, -1 on a bad value. */

@@ -24,8 +24,10 @@ void	log_info(const char *fmt, ...) LOG_PRINTF(1, 2);
 void	log_debug(const char *fmt, ...) LOG_PRINTF(1, 2);
 
 /* Print and exit(1); only main and start-up code call these. */
-void	fatal(const char *fmt, ...) LOG_PRINTF(1, 2) __attribute__((noreturn));
-void	fatalx(const char *fmt, ...) LOG_PRINTF(1, 2) __attribute__((noreturn));
+#define LOG_NORETURN __attribute__((noreturn))
+
+void	fatal(const char *fmt, ...) LOG_PRINTF(1, 2) LOG_NORETURN;
+void	fatalx(const char *fmt, ...) LOG_PRINTF(1, 2) LOG_NORETURN;
 
 /* Request-scoped lines carry "req=ID". */
 void	log_req(enum log_level lvl, const char *id, const char *fmt, ...)

@@ -17,17 +17,17 @@ struct pool_slot {
 
 struct pool {
 	struct snapshot		*snap;
-	unsigned		 size;		/* target number of idle clones */
+	unsigned		 size;	/* target number of idle clones */
 	unsigned		 max_age_ms;
 	pthread_mutex_t		 lock;
-	pthread_cond_t		 wake;		/* refiller: a take, or stop */
+	pthread_cond_t		 wake; /* refiller: a take, or stop */
 	struct pool_slot	*idle;		/* oldest first */
 	unsigned		 nidle;
 	unsigned		 failures;	/* restores failed in a row */
 	int			 stopping;
-	int			 rebuilt;	/* the one rebuild was tried */
+	int			 rebuilt; /* the one rebuild was tried */
 	atomic_int		 broken;	/* and failed: answer 503 */
-	int			 running;	/* the refiller thread exists */
+	int			 running; /* the refiller thread exists */
 	pthread_t		 thread;
 };
 

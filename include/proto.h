@@ -32,7 +32,7 @@ enum proto_type {
 	PROTO_READY,		/* guest: struct proto_ready */
 	PROTO_SCRIPT,		/* host: script bytes, appended in order */
 	PROTO_ENV,		/* host: one "NAME=value", no NUL inside */
-	PROTO_RUN,		/* host: struct proto_run; starts the handler */
+	PROTO_RUN,	/* host: struct proto_run; starts the handler */
 	PROTO_STDIN,		/* host: request body bytes */
 	PROTO_STDIN_EOF,	/* host: empty; the body is complete */
 	PROTO_STDOUT,		/* guest: handler stdout bytes */
@@ -65,7 +65,7 @@ enum proto_exit_kind {
 	PROTO_EXITED = 1,	/* code: exit status 0..255 */
 	PROTO_SIGNALED,		/* code: signal number */
 	PROTO_TIMEDOUT,		/* code: 0 */
-	PROTO_FAILED,		/* code: errno of the agent's failed step */
+	PROTO_FAILED,	/* code: errno of the agent's failed step */
 };
 
 struct proto_exit {

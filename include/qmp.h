@@ -21,8 +21,8 @@ int	qmp_open(struct qmp *q, int fd, int timeout_ms);
  * skipping events.  Returns 0 on "return", -EIO on "error" (the answer is
  * copied to reply), or -errno.  Blocks up to timeout_ms.
  */
-int	qmp_call(struct qmp *q, const char *cmd, char *reply, size_t replylen,
-	    int timeout_ms);
+int	qmp_call(struct qmp *q, const char *cmd, char *reply,
+	    size_t replylen, int timeout_ms);
 
 /*
  * Hand fd to QEMU as name (QMP "getfd", the descriptor riding along as

@@ -17,8 +17,8 @@ struct response {
 	FCGX_Request	*fcgi;
 	const char	*id;		/* request id, for X-Request-Id */
 	int		 status;	/* 0 until committed */
-	int		 aborted;	/* connection cut without END_REQUEST */
-	int		 client_gone;	/* a write to the web server failed */
+	int		 aborted; /* connection cut without END_REQUEST */
+	int		 client_gone; /* a write to the web server failed */
 	int		 stalled;	/* ... because it stopped reading */
 	long		 deadline_ms;	/* CLOCK_MONOTONIC; 0: none */
 	size_t		 body_bytes;
@@ -26,11 +26,11 @@ struct response {
 	int		 cgi;
 	char		*cgi_buf;
 	size_t		 cgi_len;
-	char		*held;		/* a bodiless status, sent at exit 0 */
+	char		*held; /* a bodiless status, sent at exit 0 */
 };
 
-void	response_init(struct response *r, FCGX_Request *fcgi, const char *id,
-	    int cgi);
+void	response_init(struct response *r, FCGX_Request *fcgi,
+	    const char *id, int cgi);
 void	response_free(struct response *r);
 
 /* A complete JSON error answer; only before anything was committed. */

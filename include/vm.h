@@ -17,13 +17,13 @@
 struct snapshot {
 	const struct tmpl *tmpl;
 	const char	*qemu;
-	char		*mem_path;	/* guest RAM, mapped private by clones */
-	char		*state_path;	/* device state, migration stream */
+	char		*mem_path; /* guest RAM, mapped private by clones */
+	char		*state_path; /* device state, migration stream */
 	char		*stamp_path;	/* what they were made from */
 	pthread_rwlock_t files;		/* held to rename the pair */
 	const char	*accel;		/* "kvm" or "tcg" */
 	char		*cmdline;	/* guest kernel command line */
-	int		 reused;	/* 1 if an earlier run's snapshot fit */
+	int		 reused; /* 1 if an earlier run's snapshot fit */
 	unsigned	 boot_ms;	/* cold boot to ready, if booted now */
 };
 
@@ -32,7 +32,7 @@ struct vm {
 	pid_t		 pid;
 	struct chan	 chan;
 	struct qmp	 qmp;
-	int		 errfd;		/* QEMU's stderr, non-blocking */
+	int		 errfd;	/* QEMU's stderr, non-blocking */
 	struct vm_cgroup cg;		/* ndirs 0: none */
 	unsigned	 load_ms;	/* spawn to state loaded */
 	unsigned	 resume_ms;	/* cont to guest READY */

@@ -26,7 +26,7 @@
 struct loader {
 	struct config	*cfg;
 	dictionary	*ini;
-	char		*dir;		/* of the config file, for relative paths */
+	char		*dir; /* of the config file, for relative paths */
 	const char	*section;
 	const char	*key;
 	char		*err;
@@ -67,7 +67,7 @@ xstrdup(const char *s)
 	char *p = strdup(s);
 
 	if (p == NULL)
-		abort();	/* start-up only: no memory is not recoverable */
+		abort(); /* start-up only: no memory is not recoverable */
 	return p;
 }
 
@@ -566,8 +566,8 @@ h_content_type(struct loader *l, void *o, const char *v)
 
 	for (p = v; *p != '\0'; p++)
 		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
-			return load_error(l, "\"%s\" has a control or non-ASCII "
-			    "byte", v);
+			return load_error(l, "\"%s\" has a control or "
+			    "non-ASCII byte", v);
 	if (*v == '\0' || strchr(v, '/') == NULL || strlen(v) > 255)
 		return load_error(l, "\"%.64s\" is not a media type of up to "
 		    "255 bytes", v);

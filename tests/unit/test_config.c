@@ -144,8 +144,8 @@ test_bad(void)
 	    "is not TENANT/NAME");
 	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\nworkers = 0\n",
 	    "[vmcgi] workers");
-	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\nlisten_mode = 9\n",
-	    "[vmcgi] listen_mode");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "listen_mode = 9\n", "[vmcgi] listen_mode");
 	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\nlisten = nope\n",
 	    "[vmcgi] listen");
 	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
