@@ -5,6 +5,8 @@
 #   make demo     install, build, and send the example webhooks via nginx
 #   make run      the same, but keep serving until Ctrl-C
 #   make test     install, build and run every test
+#   make fuzz     each libFuzzer harness of tests/fuzz for FUZZ_TIME
+#                 seconds (60); crash inputs stay under build/fuzz
 #   make bench    the same set-up plus gVisor and fcgiwrap, then the
 #                 benchmark of bench/run.py (docs/bench-results.md)
 #
@@ -39,6 +41,7 @@ SRCS	+= src/admit.c
 SRCS	+= src/cgroup.c
 SRCS	+= src/chan.c
 SRCS	+= src/config.c
+SRCS	+= src/fcgiguard.c
 SRCS	+= src/log.c
 SRCS	+= src/pool.c
 SRCS	+= src/qmp.c
@@ -57,16 +60,18 @@ DEB_GUEST := busybox-static cpio zstd apt
 DEB_RUN   := qemu-system-x86 nginx iproute2
 DEB_TEST  := python3 curl
 DEB_BENCH := runsc fcgiwrap
+DEB_FUZZ  := clang libclang-rt-14-dev
 STAMP_DEPS := $(BUILD)/.deps-installed
 STAMP_BENCH := $(BUILD)/.bench-deps-installed
 
-.PHONY: all deps image demo run test unit bench clean
+.PHONY: all deps image demo run test unit fuzz fuzz-build bench clean
 
 all: $(BUILD)/vmcgi
 
 $(STAMP_DEPS):
 	@mkdir -p $(BUILD)
-	$(Q)tests/install-deps.sh $(DEB_BUILD) $(DEB_GUEST) $(DEB_RUN) $(DEB_TEST)
+	$(Q)tests/install-deps.sh $(DEB_BUILD) $(DEB_GUEST) $(DEB_RUN) $(DEB_TEST) \
+		$(DEB_FUZZ)
 	@touch $@
 
 deps: $(STAMP_DEPS)
@@ -114,7 +119,47 @@ demo: $(STAMP_DEPS) all image
 run: $(STAMP_DEPS) all image
 	$(Q)examples/demo.sh --serve
 
-test: $(STAMP_DEPS) all image $(UNIT_TESTS)
+# Fuzzing: libFuzzer harnesses with ASan and UBSan, one per input vmcgi
+# or its agent parses; daemon and agent sources are rebuilt with clang.
+FUZZ_CC		:= clang
+FUZZ_TIME	?= 60
+FUZZ_NAMES	:= fcgi chan agent config route
+FUZZ_SAN	:= -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS	:= $(filter-out -O2,$(CFLAGS)) -O1 -fno-omit-frame-pointer
+FUZZ_CFLAGS	+= $(FUZZ_SAN) -Wno-format-nonliteral	# gcc allows va_list
+FUZZ_AGENT	:= $(filter-out src/agent/agent.c src/agent/handler.c, \
+		    $(AGENT_SRCS))
+FUZZ_OBJS	:= $(SRCS:src/%.c=$(BUILD)/fuzz/obj/%.o)
+FUZZ_AOBJS	:= $(FUZZ_AGENT:src/agent/%.c=$(BUILD)/fuzz/obj/agent/%.o)
+FUZZ_BINS	:= $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
+
+$(BUILD)/fuzz/obj/agent/%.o: src/agent/%.c src/agent/agent.h include/proto.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZCC  $<")
+	$(Q)$(FUZZ_CC) -std=gnu11 -g -O1 -Wall -Wextra $(WERROR) -Iinclude \
+		$(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(BUILD)/fuzz/obj/%.o: src/%.c include/*.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZCC  $<")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(BUILD)/fuzz/fuzz_agent: tests/fuzz/fuzz_agent.c $(FUZZ_AOBJS)
+	@$(if $(Q),echo "  FUZZLD  $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJS)
+	@$(if $(Q),echo "  FUZZLD  $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+.SECONDARY: $(FUZZ_OBJS) $(FUZZ_AOBJS)
+
+fuzz-build: $(STAMP_DEPS) $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	$(Q)tests/fuzz/run.sh $(BUILD) $(FUZZ_TIME) $(FUZZ_NAMES)
+
+test: $(STAMP_DEPS) all image $(UNIT_TESTS) $(FUZZ_BINS)
 	$(Q)tests/run-all.sh $(BUILD)
 
 # Not part of test: about five minutes, and it never fails on a figure.
@@ -122,4 +167,5 @@ bench: $(STAMP_DEPS) all image $(STAMP_BENCH)
 	$(Q)/usr/bin/python3 bench/run.py $(BUILD)
 
 clean:
-	rm -rf $(BUILD)/obj $(BUILD)/tests $(BUILD)/vmcgi $(BUILD)/agent
+	rm -rf $(BUILD)/obj $(BUILD)/tests $(BUILD)/vmcgi $(BUILD)/agent \
+		$(BUILD)/fuzz/obj $(FUZZ_BINS)

@@ -47,6 +47,13 @@ void	worker_timeouts(int fd, unsigned ms);
 /* Serve one accepted FastCGI request; in request.c. */
 void	request_serve(struct server *srv, FCGX_Request *fcgi);
 
+/*
+ * Every check request_serve makes before a VM (parameters, route, method,
+ * body), answering a refusal as it would; an event that passes gets 204
+ * and no VM.  For the fuzzer; in request.c.
+ */
+void	request_check(struct server *srv, FCGX_Request *fcgi);
+
 /* Answer 503 with Retry-After: every worker is busy.  In request.c. */
 void	request_refuse_busy(struct server *srv, FCGX_Request *fcgi);
 

@@ -309,7 +309,8 @@ cgi_emit(struct response *r, const char *hdr, size_t len,
 			    strncasecmp(line, "Content-Type", 12) == 0;
 			if (colon == 8 && strncasecmp(line, "Location", 8) == 0) {
 				have_location = 1;
-				if (strstr(line, "://") == NULL)
+				/* Within this line: the block holds more. */
+				if (memmem(line, ll, "://", 3) == NULL)
 					rc = -EPROTO;	/* a local redirect */
 			}
 			memcpy(out + olen, line, ll);

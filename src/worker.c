@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fcgiguard.h"
 #include "log.h"
 #include "worker.h"
 
@@ -187,6 +188,7 @@ worker_main(void *arg)
 	 */
 	FCGX_InitRequest(&req, -1, 0);
 	while ((fd = worker_accept(srv)) >= 0) {
+		fcgiguard_start(fd);
 		req.ipcFd = fd;
 		req.keepConnection = 1;	/* so Accept keeps the fd we set */
 		/*
@@ -270,6 +272,7 @@ worker_overflow(void *arg)
 		if (fd < 0)
 			continue;
 		worker_timeouts(fd, WORKER_OVERFLOW_TIMEOUT_MS);
+		fcgiguard_start(fd);
 		req.ipcFd = fd;
 		req.keepConnection = 1;
 		req.detached = 1;

@@ -18,6 +18,7 @@ run() {
 	fi
 }
 run unit tests/run-unit.sh "$BUILD"/tests/test_*
+run fuzz tests/fuzz/run.sh "$BUILD" 10 fcgi chan agent config route
 run agent "$PY" tests/agent_test.py "$BUILD"
 run e2e "$PY" tests/e2e/run.py "$BUILD"
 if [ -n "$failed" ]; then

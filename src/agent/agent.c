@@ -24,13 +24,6 @@
 
 #include "agent.h"
 
-enum agent_state {
-	AGENT_BOOTED,		/* READY(0) sent, waiting for a HELLO */
-	AGENT_GREETED,		/* clock and RNG set, READY(nonce) sent */
-	AGENT_SCRIPT,		/* SCRIPT seen */
-	AGENT_ENV,		/* ENV seen */
-};
-
 /* Same layout as the kernel's struct rand_pool_info with its buffer. */
 struct agent_entropy {
 	int ae_bits;
@@ -186,114 +179,6 @@ agent_hello_apply(const struct proto_hello *h)
 }
 
 /*
- * Answers a HELLO.  Only the first one of a clone sets anything; the host
- * resends until it hears READY, and the copies just get READY again.
- */
-static int
-agent_hello(struct chan *c, enum agent_state *st, const struct msg *m)
-{
-	struct proto_hello h;
-	struct proto_ready r;
-	int rc;
-
-	if (m->m_len != sizeof(h) || *st > AGENT_GREETED)
-		return -EPROTO;
-	memcpy(&h, m->m_data, sizeof(h));
-	if (*st == AGENT_BOOTED) {
-		if ((rc = agent_hello_apply(&h)) != 0)
-			return rc;
-		*st = AGENT_GREETED;
-	}
-	explicit_bzero(h.entropy, sizeof(h.entropy));
-	r.nonce = h.nonce;
-	return chan_send(c, PROTO_READY, &r, sizeof(r));
-}
-
-static int
-agent_name_char(uint8_t ch, int first)
-{
-	if (ch == '_' || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z'))
-		return 1;
-	return !first && ch >= '0' && ch <= '9';
-}
-
-/* A valid entry is NAME=value, NAME as in POSIX, with no NUL anywhere. */
-static int
-agent_env_valid(const uint8_t *p, size_t n)
-{
-	size_t i;
-
-	if (n == 0 || memchr(p, '\0', n) != NULL)
-		return 0;
-	for (i = 0; i < n && p[i] != '='; i++) {
-		if (!agent_name_char(p[i], i == 0))
-			return 0;
-	}
-	return i > 0 && i < n;
-}
-
-/* Stores one ENV entry as a C string.  Returns 0, -EPROTO or -ENOMEM. */
-static int
-agent_env(struct job *job, const struct msg *m)
-{
-	char *s;
-
-	if (job->j_nenv >= PROTO_MAX_ENV ||
-	    !agent_env_valid(m->m_data, m->m_len))
-		return -EPROTO;
-	if ((s = malloc(m->m_len + 1)) == NULL)
-		return -ENOMEM;
-	memcpy(s, m->m_data, m->m_len);
-	s[m->m_len] = '\0';
-	job->j_env[job->j_nenv++] = s;
-	job->j_env[job->j_nenv] = NULL;
-	return 0;
-}
-
-static int
-agent_run(struct job *job, const struct msg *m)
-{
-	if (m->m_len != sizeof(job->j_run))
-		return -EPROTO;
-	memcpy(&job->j_run, m->m_data, sizeof(job->j_run));
-	if (job->j_run.flags != 0)
-		return -EPROTO;
-	return 1;
-}
-
-/*
- * Takes one setup message in the order HELLO+ SCRIPT* ENV* RUN.  Returns 0
- * to go on, 1 on RUN, -EPROTO on anything out of place, or another -errno.
- */
-static int
-agent_message(struct chan *c, struct job *job, enum agent_state *st,
-    const struct msg *m)
-{
-	switch (m->m_type) {
-	case PROTO_HELLO:
-		return agent_hello(c, st, m);
-	case PROTO_SCRIPT:
-		if (*st != AGENT_GREETED && *st != AGENT_SCRIPT)
-			return -EPROTO;
-		if (job->j_script.b_len + m->m_len > PROTO_MAX_SCRIPT)
-			return -EPROTO;
-		*st = AGENT_SCRIPT;
-		return buf_append(&job->j_script, m->m_data, m->m_len);
-	case PROTO_ENV:
-		if (*st == AGENT_BOOTED)
-			return -EPROTO;
-		*st = AGENT_ENV;
-		return agent_env(job, m);
-	case PROTO_RUN:
-		if (*st == AGENT_BOOTED)
-			return -EPROTO;
-		return agent_run(job, m);
-	default:
-		return -EPROTO;
-	}
-}
-
-/*
  * Reads setup messages until RUN.  Returns 0 on RUN or -errno; blocks, and
  * this is where the template sits when the host snapshots it.
  */
@@ -315,7 +200,7 @@ agent_setup(struct chan *c, struct job *job)
 			continue;
 		if (rc < 0)
 			return rc;
-		rc = agent_message(c, job, &st, &m);
+		rc = setup_message(c, job, &st, &m, agent_hello_apply);
 		chan_done(c, &m);
 		if (rc != 0)
 			return rc > 0 ? 0 : rc;

@@ -63,12 +63,26 @@ struct job {
 	struct proto_run j_run;
 };
 
+/* Where the setup messages are; each state allows the next messages. */
+enum agent_state {
+	AGENT_BOOTED,		/* READY(0) sent, waiting for a HELLO */
+	AGENT_GREETED,		/* clock and RNG set, READY(nonce) sent */
+	AGENT_SCRIPT,		/* SCRIPT seen */
+	AGENT_ENV,		/* ENV seen */
+};
+
+typedef int (*setup_apply_fn)(const struct proto_hello *);
+
+int setup_message(struct chan *, struct job *, enum agent_state *,
+    const struct msg *, setup_apply_fn);
+
 int handler_run(struct chan *, struct job *, int);
 void handler_killall(void);
 
 int zygote_start(void);
 int zygote_ready(void);
 int zygote_spawn(const struct job *, const int[3], pid_t *);
+int zygote_wanted(const struct job *);
 
 int agent_reap(pid_t, int *);
 void agent_idle(struct chan *, int);

@@ -231,10 +231,14 @@ zyg_copy(char *dst, size_t n, const char *p, const char *e)
 static int
 zyg_shebang(const struct buf *script, char *interp, char *arg)
 {
-	const char *p = (const char *)buf_head(script), *end, *q;
 	size_t n = script->b_len < ZYG_LINE_MAX ? script->b_len : ZYG_LINE_MAX;
+	const char *p, *end, *q;
 
-	if (n < 2 || p[0] != '#' || p[1] != '!')
+	/* No SCRIPT at all leaves no buffer: NULL + 0 is undefined. */
+	if (n < 2)
+		return 0;
+	p = (const char *)buf_head(script);
+	if (p[0] != '#' || p[1] != '!')
 		return 0;
 	if ((end = memchr(p, '\n', n)) == NULL)
 		return 0;
@@ -365,9 +369,21 @@ zyg_wanted(const struct job *job, struct zyg_interp *zi)
 	const struct buf *s = &job->j_script;
 
 	/* python3 refuses a NUL in a source file with its own message. */
-	if (memchr(buf_head(s), '\0', s->b_len) != NULL)
+	if (s->b_len > 0 && memchr(buf_head(s), '\0', s->b_len) != NULL)
 		return 0;
 	return zyg_interp(job, zi) && zyg_env_ok(job);
+}
+
+/*
+ * Whether zygote_spawn would hand job to the zygote.  Only reads the job
+ * (and probes PATH with access); the fuzzer calls it on what RUN left.
+ */
+int
+zygote_wanted(const struct job *job)
+{
+	struct zyg_interp zi;
+
+	return zyg_wanted(job, &zi);
 }
 
 static int
