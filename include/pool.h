@@ -19,6 +19,7 @@ struct pool {
 	struct snapshot		*snap;
 	unsigned		 size;	/* target number of idle clones */
 	unsigned		 max_age_ms;
+	int			 warm;	/* warm clones up before pooling */
 	pthread_mutex_t		 lock;
 	pthread_cond_t		 wake; /* refiller: a take, or stop */
 	struct pool_slot	*idle;		/* oldest first */
@@ -36,7 +37,7 @@ struct pool {
  * its clones keep failing.  0, or -1 with a log line.
  */
 int	pool_start(struct pool *p, struct snapshot *snap,
-	    unsigned size, unsigned max_age_ms);
+	    unsigned size, unsigned max_age_ms, int warm);
 
 /*
  * A running clone for one event: an idle one resumed, or, when the pool

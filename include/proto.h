@@ -15,6 +15,12 @@
  *                  because the first bytes after a restore can be lost
  *   guest -> host  READY(nonce)         clock set, RNG reseeded
  *   host -> guest  SCRIPT*  ENV*  RUN  STDIN*  STDIN_EOF
+ *
+ * A pooled clone may first get WARM(nonce), before any HELLO: the agent
+ * runs a fixed command as the handler user, with no tenant input, so that
+ * this QEMU process has translated the guest's fork, exec and pipe paths
+ * before an event needs them, and answers WARMED(nonce).  The host then
+ * stops the clone again until it is taken.
  *   guest -> host  STDOUT* / STDERR* interleaved, then EXIT once
  */
 #ifndef VMCGI_PROTO_H
@@ -38,6 +44,8 @@ enum proto_type {
 	PROTO_STDOUT,		/* guest: handler stdout bytes */
 	PROTO_STDERR,		/* guest: handler stderr bytes */
 	PROTO_EXIT,		/* guest: struct proto_exit; last message */
+	PROTO_WARM,		/* host: struct proto_ready; before HELLO */
+	PROTO_WARMED,		/* guest: struct proto_ready; warm-up done */
 };
 
 struct proto_hdr {

@@ -64,6 +64,15 @@ int	vm_load(struct snapshot *s, struct vm *vm, int timeout_ms,
 	    char *err, size_t errlen);
 
 /*
+ * Let a loaded clone run a fixed warm-up command in its guest (no tenant
+ * input), then stop it again, so that the guest code an event needs is
+ * already translated in this QEMU process (under TCG a fresh process
+ * translates everything anew).  Blocks up to timeout_ms.  0, or -1 with a
+ * message in err and the clone destroyed.
+ */
+int	vm_warm(struct vm *vm, int timeout_ms, char *err, size_t errlen);
+
+/*
  * Let a loaded clone run and complete the HELLO / READY handshake: its
  * clock and RNG are set now, at take, not when it was loaded.  Blocks up
  * to timeout_ms.  0, or -1 with a message in err and the clone destroyed.

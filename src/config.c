@@ -466,6 +466,20 @@ t_pool_max_age(struct loader *l, void *o, const char *v)
 	return 0;
 }
 
+static int
+t_pool_warm(struct loader *l, void *o, const char *v)
+{
+	struct tmpl *t = o;
+
+	if (strcmp(v, "yes") == 0)
+		t->pool_warm = 1;
+	else if (strcmp(v, "no") == 0)
+		t->pool_warm = 0;
+	else
+		return load_error(l, "\"%s\" is not yes or no", v);
+	return 0;
+}
+
 static const struct key_rule tmpl_rules[] = {
 	{ "kernel", t_kernel, 1 },
 	{ "initrd", t_initrd, 1 },
@@ -475,6 +489,7 @@ static const struct key_rule tmpl_rules[] = {
 	{ "boot_timeout", t_boot_timeout, 0 },
 	{ "pool_size", t_pool_size, 0 },
 	{ "pool_max_age", t_pool_max_age, 0 },
+	{ "pool_warm", t_pool_warm, 0 },
 };
 
 /* [tenant NAME] */
@@ -807,6 +822,7 @@ load_template(struct loader *l, const char *name)
 	t->boot_timeout_ms = 120000;
 	t->pool_size = 2;
 	t->pool_max_age_ms = 600000;
+	t->pool_warm = 1;
 	return load_keys(l, tmpl_rules, NELEMS(tmpl_rules), t);
 }
 

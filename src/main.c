@@ -135,7 +135,7 @@ start_pools(struct server *srv)
 		const struct tmpl *t = &cfg->tmpls[i];
 
 		if (pool_start(&srv->pools[i], &srv->snaps[i], t->pool_size,
-		    t->pool_max_age_ms) < 0)
+		    t->pool_max_age_ms, t->pool_warm) < 0)
 			fatalx("template %s: cannot start its pool", t->name);
 		log_info("template %s: warm pool of %u clones, recycled after "
 		    "%u s", t->name, t->pool_size, t->pool_max_age_ms / 1000);

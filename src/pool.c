@@ -81,6 +81,8 @@ pool_refill_one(struct pool *p)
 	pthread_mutex_unlock(&p->lock);
 	rc = vm_load(p->snap, &slot.vm, POOL_LOAD_TIMEOUT_MS, err,
 	    sizeof(err));
+	if (rc == 0 && p->warm)
+		rc = vm_warm(&slot.vm, POOL_LOAD_TIMEOUT_MS, err, sizeof(err));
 	slot.born_ms = pool_now_ms();
 	pthread_mutex_lock(&p->lock);
 	if (rc == 0 && !p->stopping && p->nidle < p->size) {
@@ -176,7 +178,7 @@ pool_main(void *arg)
 
 int
 pool_start(struct pool *p, struct snapshot *snap, unsigned size,
-    unsigned max_age_ms)
+    unsigned max_age_ms, int warm)
 {
 	pthread_condattr_t ca;
 	int rc;
@@ -185,6 +187,7 @@ pool_start(struct pool *p, struct snapshot *snap, unsigned size,
 	p->snap = snap;
 	p->size = size;
 	p->max_age_ms = max_age_ms;
+	p->warm = warm;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

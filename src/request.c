@@ -413,7 +413,8 @@ req_on_message(struct request *rq, const struct proto_hdr *hdr,
 		req_stderr(rq, p, hdr->len);
 		return 0;
 	case PROTO_READY:
-		return 0;	/* the answer to a HELLO sent twice */
+	case PROTO_WARMED:
+		return 0;	/* the answer to a HELLO or WARM sent twice */
 	case PROTO_EXIT:
 		if (hdr->len != sizeof(rq->exit)) {
 			rq->end = END_GUEST_LOST;

@@ -388,28 +388,31 @@ vm_wait_msg(struct vm *vm, struct proto_hdr *hdr, const uint8_t **payload,
 	}
 }
 
+/*
+ * Send msg (type, first field a nonce) every VM_HELLO_RESEND_MS until the
+ * guest answers want with the same nonce: the first bytes after a restore
+ * can be lost.  A HELLO carries the host clock, refreshed on each resend.
+ * 0, -ETIMEDOUT or -errno.
+ */
 static int
-vm_hello(struct vm *vm, long deadline)
+vm_until_answer(struct vm *vm, uint32_t type, void *msg, size_t len,
+    uint32_t want, long deadline)
 {
-	struct proto_hello hello;
+	struct proto_hello *hello = msg;
 	struct proto_hdr hdr;
 	const uint8_t *p;
 	struct timespec now;
 	long next = 0;
 	int rc;
 
-	memset(&hello, 0, sizeof(hello));
-	if (getrandom(&hello.nonce, sizeof(hello.nonce), 0) < 0 ||
-	    getrandom(hello.entropy, sizeof(hello.entropy), 0) < 0)
-		return -errno;
-	hello.nonce |= 1;	/* 0 is the template's boot READY */
 	for (;;) {
 		if (vm_now_ms() >= next) {
-			clock_gettime(CLOCK_REALTIME, &now);
-			hello.sec = now.tv_sec;
-			hello.nsec = now.tv_nsec;
-			rc = chan_queue(&vm->chan, PROTO_HELLO, &hello,
-			    sizeof(hello));
+			if (type == PROTO_HELLO) {
+				clock_gettime(CLOCK_REALTIME, &now);
+				hello->sec = now.tv_sec;
+				hello->nsec = now.tv_nsec;
+			}
+			rc = chan_queue(&vm->chan, type, msg, len);
 			if (rc < 0)
 				return rc;
 			next = vm_now_ms() + VM_HELLO_RESEND_MS;
@@ -420,12 +423,38 @@ vm_hello(struct vm *vm, long deadline)
 			return rc;
 		if (rc == 0 && vm_now_ms() >= deadline)
 			return -ETIMEDOUT;
-		if (rc == 1 && hdr.type == PROTO_READY &&
+		/* Others (READY 0 of the boot, answers to resends) are stale. */
+		if (rc == 1 && hdr.type == want &&
 		    hdr.len == sizeof(struct proto_ready) &&
-		    memcmp(p, &hello.nonce, sizeof(hello.nonce)) == 0)
+		    memcmp(p, msg, sizeof(uint64_t)) == 0)
 			return 0;
-		/* Older READYs (the template's nonce 0) are stale: skip. */
 	}
+}
+
+static int
+vm_nonce(uint64_t *nonce)
+{
+	if (getrandom(nonce, sizeof(*nonce), 0) < 0)
+		return -errno;
+	*nonce |= 1;	/* 0 is the template's boot READY */
+	return 0;
+}
+
+static int
+vm_hello(struct vm *vm, long deadline)
+{
+	struct proto_hello hello;
+	int rc;
+
+	memset(&hello, 0, sizeof(hello));
+	if ((rc = vm_nonce(&hello.nonce)) < 0)
+		return rc;
+	if (getrandom(hello.entropy, sizeof(hello.entropy), 0) < 0)
+		return -errno;
+	rc = vm_until_answer(vm, PROTO_HELLO, &hello, sizeof(hello),
+	    PROTO_READY, deadline);
+	explicit_bzero(hello.entropy, sizeof(hello.entropy));
+	return rc;
 }
 
 static int
@@ -510,6 +539,29 @@ vm_load(struct snapshot *s, struct vm *vm, int timeout_ms, char *err,
 	if (rc < 0)
 		return vm_fail(vm, err, errlen, "load state", rc);
 	vm->load_ms = (unsigned)(vm_now_ms() - start);
+	return 0;
+}
+
+int
+vm_warm(struct vm *vm, int timeout_ms, char *err, size_t errlen)
+{
+	long deadline = vm_now_ms() + timeout_ms;
+	struct proto_ready warm;
+	int rc;
+
+	rc = qmp_call(&vm->qmp, "{\"execute\":\"cont\"}", NULL, 0,
+	    timeout_ms);
+	if (rc < 0)
+		return vm_fail(vm, err, errlen, "qmp cont (warm-up)", rc);
+	if ((rc = vm_nonce(&warm.nonce)) == 0)
+		rc = vm_until_answer(vm, PROTO_WARM, &warm, sizeof(warm),
+		    PROTO_WARMED, deadline);
+	if (rc < 0)
+		return vm_fail(vm, err, errlen, "agent warm-up", rc);
+	rc = qmp_call(&vm->qmp, "{\"execute\":\"stop\"}", NULL, 0,
+	    timeout_ms);
+	if (rc < 0)
+		return vm_fail(vm, err, errlen, "qmp stop (warm-up)", rc);
 	return 0;
 }
 

@@ -200,6 +200,9 @@ chan_find_hello(struct chan *c, struct msg *m)
 
 	while (c->c_in.b_len >= sizeof(h)) {
 		memcpy(&h, buf_head(&c->c_in), sizeof(h));
+		if (h.type == PROTO_WARM &&
+		    h.len == sizeof(struct proto_ready))
+			return chan_next(c, m) == 1;
 		if (h.type == PROTO_HELLO && h.len == sizeof(hello)) {
 			if (chan_next(c, m) != 1)
 				return 0;
