@@ -14,21 +14,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "pool.h"
 
 #define POOL_LOAD_TIMEOUT_MS 30000
 #define POOL_BACKOFF_MAX_MS 30000
 #define POOL_REBUILD_AFTER 3
-
-static long
-pool_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
-}
 
 /* condvar deadline ms from now, on the clock the condvar was made with */
 static void
@@ -83,7 +75,7 @@ pool_refill_one(struct pool *p)
 	    sizeof(err));
 	if (rc == 0 && p->warm)
 		rc = vm_warm(&slot.vm, POOL_LOAD_TIMEOUT_MS, err, sizeof(err));
-	slot.born_ms = pool_now_ms();
+	slot.born_ms = clock_now_ms();
 	pthread_mutex_lock(&p->lock);
 	if (rc == 0 && !p->stopping && p->nidle < p->size) {
 		p->idle[p->nidle++] = slot;
@@ -148,7 +140,7 @@ pool_main(void *arg)
 
 	pthread_mutex_lock(&p->lock);
 	while (!p->stopping) {
-		now = pool_now_ms();
+		now = clock_now_ms();
 		pool_recycle(p, now);
 		if (p->stopping)
 			break;

@@ -11,16 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "qmp.h"
-
-static long
-qmp_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
-}
 
 /* Next complete line into line; 0, or -ETIMEDOUT, -EPIPE, -E2BIG. */
 static int
@@ -45,9 +37,9 @@ qmp_line(struct qmp *q, char *line, size_t linelen, long deadline)
 		}
 		if (q->len == sizeof(q->buf))
 			return -E2BIG;
-		if (qmp_now_ms() >= deadline)
+		if (clock_now_ms() >= deadline)
 			return -ETIMEDOUT;
-		if (poll(&pfd, 1, (int)(deadline - qmp_now_ms())) <= 0)
+		if (poll(&pfd, 1, (int)(deadline - clock_now_ms())) <= 0)
 			continue;
 		n = read(q->fd, q->buf + q->len, sizeof(q->buf) - q->len);
 		if (n == 0)
@@ -80,7 +72,7 @@ int
 qmp_call(struct qmp *q, const char *cmd, char *reply, size_t replylen,
     int timeout_ms)
 {
-	long deadline = qmp_now_ms() + timeout_ms;
+	long deadline = clock_now_ms() + timeout_ms;
 	char line[4096];
 	int rc;
 
@@ -112,7 +104,7 @@ qmp_open(struct qmp *q, int fd, int timeout_ms)
 
 	q->fd = fd;
 	q->len = 0;
-	rc = qmp_line(q, line, sizeof(line), qmp_now_ms() + timeout_ms);
+	rc = qmp_line(q, line, sizeof(line), clock_now_ms() + timeout_ms);
 	if (rc < 0)
 		return rc;
 	if (strncmp(line, "{\"QMP\"", 6) != 0)
@@ -130,7 +122,7 @@ qmp_send_fd(struct qmp *q, const char *name, int fd, int timeout_ms)
 	    .msg_control = ctl, .msg_controllen = sizeof(ctl) };
 	struct cmsghdr *cm;
 	char line[4096];
-	long deadline = qmp_now_ms() + timeout_ms;
+	long deadline = clock_now_ms() + timeout_ms;
 	int n, rc;
 
 	n = snprintf(cmd, sizeof(cmd), "{\"execute\":\"getfd\","

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "proto.h"
 #include "response.h"
@@ -73,15 +74,6 @@ static const char *const req_pass_env[] = {
 	"REQUEST_SCHEME",
 };
 
-static long
-req_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
-}
-
 static void
 req_make_id(char *id)
 {
@@ -90,7 +82,7 @@ req_make_id(char *id)
 	size_t i;
 
 	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
-		long t = req_now_ms();
+		long t = clock_now_ms();
 
 		memcpy(r, &t, sizeof(r));	/* unique enough for a log */
 	}
@@ -397,7 +389,7 @@ req_on_message(struct request *rq, const struct proto_hdr *hdr,
 	switch (hdr->type) {
 	case PROTO_STDOUT:
 		if (rq->t_first == 0)
-			rq->t_first = req_now_ms();
+			rq->t_first = clock_now_ms();
 		rc = response_stdout(&rq->resp, rq->h->content_type,
 		    (const char *)p, hdr->len);
 		if (rc == -EPROTO) {
@@ -482,7 +474,7 @@ req_loop_until(struct request *rq, long deadline)
 			rq->why = "agent channel closed";
 			return;
 		}
-		left = deadline - req_now_ms();
+		left = deadline - clock_now_ms();
 		if (left <= 0) {
 			rq->end = END_HOST_TIMEOUT;
 			return;
@@ -514,7 +506,7 @@ req_loop_until(struct request *rq, long deadline)
 static void
 req_loop(struct request *rq)
 {
-	long deadline = req_now_ms() + rq->h->timeout_ms + REQ_GRACE_MS;
+	long deadline = clock_now_ms() + rq->h->timeout_ms + REQ_GRACE_MS;
 
 	rq->resp.deadline_ms = deadline;
 	req_loop_until(rq, deadline);
@@ -598,7 +590,7 @@ req_log(struct request *rq)
 {
 	const struct handler *h = rq->h;
 	char code[96] = "-", vmtimes[96] = " vm=none";
-	long now = req_now_ms();
+	long now = clock_now_ms();
 	int status = rq->resp.status;
 
 	if (rq->end == END_EXIT && rq->exit.kind == PROTO_EXITED)
@@ -719,7 +711,7 @@ req_serve(struct server *srv, FCGX_Request *fcgi, int run)
 	memset(&rq, 0, sizeof(rq));
 	rq.srv = srv;
 	rq.fcgi = fcgi;
-	rq.t0 = req_now_ms();
+	rq.t0 = clock_now_ms();
 	rq.vm.pid = -1;
 	rq.vm.chan.fd = -1;
 	rq.vm.qmp.fd = -1;
@@ -758,13 +750,13 @@ request_refuse_busy(struct server *srv, FCGX_Request *fcgi)
 	memset(&rq, 0, sizeof(rq));
 	rq.srv = srv;
 	rq.fcgi = fcgi;
-	rq.t0 = req_now_ms();
+	rq.t0 = clock_now_ms();
 	req_make_id(rq.id);
 	response_init(&rq.resp, fcgi, rq.id, 0);
 	req_drain(&rq);
 	rq.why = "every worker is busy";
 	req_busy(&rq, "server busy");
 	log_req(LOG_LVL_WARN, rq.id, "status=503 ms=%ld: every worker is "
-	    "busy", req_now_ms() - rq.t0);
+	    "busy", clock_now_ms() - rq.t0);
 	response_free(&rq.resp);
 }

@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "vm.h"
 
@@ -60,15 +61,6 @@ vm_use_cgroups(void)
 /* Live QEMU pids, so shutdown can kill what a stuck worker still holds. */
 static pthread_mutex_t vm_live_lock = PTHREAD_MUTEX_INITIALIZER;
 static volatile pid_t vm_live[VM_MAX_LIVE];
-
-static long
-vm_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
-}
 
 static void
 vm_live_set(pid_t old, pid_t new)
@@ -372,7 +364,7 @@ vm_wait_msg(struct vm *vm, struct proto_hdr *hdr, const uint8_t **payload,
 		rc = chan_next(&vm->chan, hdr, payload);
 		if (rc != 0)
 			return rc;
-		left = deadline - vm_now_ms();
+		left = deadline - clock_now_ms();
 		if (left <= 0)
 			return 0;
 		pfd.events = POLLIN | (chan_pending(&vm->chan) ? POLLOUT : 0);
@@ -406,7 +398,7 @@ vm_until_answer(struct vm *vm, uint32_t type, void *msg, size_t len,
 	int rc;
 
 	for (;;) {
-		if (vm_now_ms() >= next) {
+		if (clock_now_ms() >= next) {
 			if (type == PROTO_HELLO) {
 				clock_gettime(CLOCK_REALTIME, &now);
 				hello->sec = now.tv_sec;
@@ -415,13 +407,13 @@ vm_until_answer(struct vm *vm, uint32_t type, void *msg, size_t len,
 			rc = chan_queue(&vm->chan, type, msg, len);
 			if (rc < 0)
 				return rc;
-			next = vm_now_ms() + VM_HELLO_RESEND_MS;
+			next = clock_now_ms() + VM_HELLO_RESEND_MS;
 		}
 		rc = vm_wait_msg(vm, &hdr, &p,
 		    next < deadline ? next : deadline);
 		if (rc < 0)
 			return rc;
-		if (rc == 0 && vm_now_ms() >= deadline)
+		if (rc == 0 && clock_now_ms() >= deadline)
 			return -ETIMEDOUT;
 		/* Others (READY 0 of the boot, answers to resends) are stale. */
 		if (rc == 1 && hdr.type == want &&
@@ -478,7 +470,7 @@ vm_migrate_wait(struct vm *vm, long deadline, unsigned poll_ms)
 	char reply[4096];
 	int rc;
 
-	while (vm_now_ms() < deadline) {
+	while (clock_now_ms() < deadline) {
 		rc = qmp_call(&vm->qmp, "{\"execute\":\"query-migrate\"}",
 		    reply, sizeof(reply), VM_QMP_TIMEOUT_MS);
 		if (rc < 0)
@@ -496,7 +488,7 @@ int
 vm_load(struct snapshot *s, struct vm *vm, int timeout_ms, char *err,
     size_t errlen)
 {
-	long start = vm_now_ms(), deadline = start + timeout_ms;
+	long start = clock_now_ms(), deadline = start + timeout_ms;
 	struct argv a = { .n = 0 };
 	char cmd[128];
 	int statefd, rc;
@@ -538,14 +530,14 @@ vm_load(struct snapshot *s, struct vm *vm, int timeout_ms, char *err,
 	rc = vm_migrate_wait(vm, deadline, 1);
 	if (rc < 0)
 		return vm_fail(vm, err, errlen, "load state", rc);
-	vm->load_ms = (unsigned)(vm_now_ms() - start);
+	vm->load_ms = (unsigned)(clock_now_ms() - start);
 	return 0;
 }
 
 int
 vm_warm(struct vm *vm, int timeout_ms, char *err, size_t errlen)
 {
-	long deadline = vm_now_ms() + timeout_ms;
+	long deadline = clock_now_ms() + timeout_ms;
 	struct proto_ready warm;
 	int rc;
 
@@ -568,7 +560,7 @@ vm_warm(struct vm *vm, int timeout_ms, char *err, size_t errlen)
 int
 vm_resume(struct vm *vm, int timeout_ms, char *err, size_t errlen)
 {
-	long start = vm_now_ms(), deadline = start + timeout_ms;
+	long start = clock_now_ms(), deadline = start + timeout_ms;
 	int rc;
 
 	/* The template was stopped when saved, so the clone starts paused. */
@@ -579,7 +571,7 @@ vm_resume(struct vm *vm, int timeout_ms, char *err, size_t errlen)
 	rc = vm_hello(vm, deadline);
 	if (rc < 0)
 		return vm_fail(vm, err, errlen, "agent hello", rc);
-	vm->resume_ms = (unsigned)(vm_now_ms() - start);
+	vm->resume_ms = (unsigned)(clock_now_ms() - start);
 	return 0;
 }
 
@@ -587,7 +579,7 @@ vm_resume(struct vm *vm, int timeout_ms, char *err, size_t errlen)
 static int
 snapshot_boot(struct snapshot *s, char *err, size_t errlen)
 {
-	long start = vm_now_ms(), deadline = start + s->tmpl->boot_timeout_ms;
+	long start = clock_now_ms(), deadline = start + s->tmpl->boot_timeout_ms;
 	struct argv a = { .n = 0 };
 	struct proto_hdr hdr;
 	const uint8_t *p;
@@ -636,7 +628,7 @@ snapshot_boot(struct snapshot *s, char *err, size_t errlen)
 		return vm_fail(&vm, err, errlen, "wait for agent READY",
 		    rc == 0 ? -ETIMEDOUT : rc);
 	}
-	s->boot_ms = (unsigned)(vm_now_ms() - start);
+	s->boot_ms = (unsigned)(clock_now_ms() - start);
 	rc = qmp_call(&vm.qmp, "{\"execute\":\"stop\"}", reply,
 	    sizeof(reply), VM_QMP_TIMEOUT_MS);
 	if (rc == 0)
@@ -655,7 +647,7 @@ snapshot_boot(struct snapshot *s, char *err, size_t errlen)
 		rc = qmp_call(&vm.qmp, cmd, reply, sizeof(reply),
 		    VM_QMP_TIMEOUT_MS);
 	if (rc == 0)
-		rc = vm_migrate_wait(&vm, vm_now_ms() + VM_QMP_TIMEOUT_MS,
+		rc = vm_migrate_wait(&vm, clock_now_ms() + VM_QMP_TIMEOUT_MS,
 		    10);
 	if (rc == -EIO) {
 		snprintf(err, errlen, "snapshot: qmp: %s", reply);

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "fcgiguard.h"
 #include "log.h"
 #include "worker.h"
@@ -219,15 +220,6 @@ worker_finish(FCGX_Request *req)
 	req->ipcFd = -1;
 }
 
-static long
-worker_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
-}
-
 /*
  * While every worker is busy, new connections would wait unseen in the
  * listen backlog until the web server times out.  This thread answers
@@ -261,9 +253,9 @@ worker_overflow(void *arg)
 		 * will take the next one in a moment.
 		 */
 		if (since == 0)
-			since = worker_now_ms();
+			since = clock_now_ms();
 		if (atomic_load(&srv->busy) < srv->nthreads ||
-		    worker_now_ms() - since < WORKER_OVERFLOW_GRACE_MS) {
+		    clock_now_ms() - since < WORKER_OVERFLOW_GRACE_MS) {
 			usleep(5000);
 			continue;
 		}
