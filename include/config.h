@@ -28,7 +28,7 @@ struct tmpl {
 	unsigned	 boot_timeout_ms;
 	unsigned	 pool_size;		/* idle clones kept ready */
 	unsigned	 pool_max_age_ms;	/* recycled after this */
-	int		 pool_warm;	/* warm clones up before pooling */
+	int		 pool_warm; /* warm clones up before pooling */
 };
 
 struct tenant {

@@ -19,7 +19,7 @@ struct pool {
 	struct snapshot		*snap;
 	unsigned		 size;	/* target number of idle clones */
 	unsigned		 max_age_ms;
-	int			 warm;	/* warm clones up before pooling */
+	int			 warm; /* warm clones up before pooling */
 	pthread_mutex_t		 lock;
 	pthread_cond_t		 wake; /* refiller: a take, or stop */
 	struct pool_slot	*idle;		/* oldest first */

@@ -45,7 +45,7 @@ enum proto_type {
 	PROTO_STDERR,		/* guest: handler stderr bytes */
 	PROTO_EXIT,		/* guest: struct proto_exit; last message */
 	PROTO_WARM,		/* host: struct proto_ready; before HELLO */
-	PROTO_WARMED,		/* guest: struct proto_ready; warm-up done */
+	PROTO_WARMED,	/* guest: struct proto_ready; warm-up done */
 };
 
 struct proto_hdr {

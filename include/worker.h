@@ -17,16 +17,16 @@
 
 struct server {
 	const struct config	*cfg;
-	struct snapshot		*snaps;		/* one per cfg->tmpls[] */
-	struct pool		*pools;		/* one per cfg->tmpls[] */
+	struct snapshot		*snaps;	/* one per cfg->tmpls[] */
+	struct pool		*pools;	/* one per cfg->tmpls[] */
 	struct admit		 admit;
 	int			 listen_fd;
 	int			 stop_rd;	/* readable once stopping */
 	int			 stop_wr;
 	pthread_t		*threads;
 	unsigned		 nthreads;
-	pthread_t		 overflow;	/* answers 503 when all are busy */
-	atomic_uint		 busy;		/* workers holding a connection */
+	pthread_t		 overflow; /* answers 503 when all are busy */
+	atomic_uint		 busy; /* workers holding a connection */
 };
 
 /* Create the socket named by cfg->listen; fd or -1 with a log line. */

@@ -21,7 +21,7 @@
 struct fcgiguard {
 	int		fd;
 	uint8_t		hdr[FCGIGUARD_HDR];
-	size_t		hlen;		/* header bytes seen so far */
+	size_t		hlen;	/* header bytes seen so far */
 	size_t		content;	/* content bytes still to pass */
 	size_t		padding;
 	enum {
@@ -30,10 +30,10 @@ struct fcgiguard {
 		FCGIGUARD_AT_STDIN,
 	}		stage;
 	unsigned	id;		/* of the BEGIN_REQUEST */
-	int		params;		/* the content is its FCGI_PARAMS */
-	uint8_t		lens[8];	/* a name-value pair's two lengths */
+	int		params;	/* the content is its FCGI_PARAMS */
+	uint8_t		lens[8]; /* a name-value pair's two lengths */
 	size_t		nlens;
-	uint64_t	pair;		/* name and value bytes still to pass */
+	uint64_t	pair;	/* name and value bytes still to pass */
 	int		refused;
 };
 

@@ -41,7 +41,7 @@ enum req_end {
 	END_NONE,
 	END_EXIT,		/* the agent reported an exit */
 	END_HOST_TIMEOUT,	/* the guest stopped answering */
-	END_GUEST_LOST,		/* channel closed or broke the protocol */
+	END_GUEST_LOST,	/* channel closed or broke the protocol */
 	END_CGI_MALFORMED,
 	END_CLIENT_GONE,
 };
@@ -55,13 +55,13 @@ struct request {
 	size_t			 bodylen;
 	struct response		 resp;
 	struct vm		 vm;
-	char			*errlog;	/* handler stderr, bounded */
+	char			*errlog; /* handler stderr, bounded */
 	size_t			 errlen;
 	size_t			 errdropped;
 	long			 t0;
-	long			 t_first;	/* first output byte, or 0 */
+	long			 t_first; /* first output byte, or 0 */
 	enum req_end		 end;
-	int			 pooled;	/* the VM came from the pool */
+	int			 pooled; /* the VM came from the pool */
 	struct proto_exit	 exit;
 	const char		*why;		/* for the log line */
 };

@@ -307,11 +307,12 @@ cgi_emit(struct response *r, const char *hdr, size_t len,
 		    sizeof(cgi_dropped) / sizeof(cgi_dropped[0]), 0)) {
 			have_ctype |= colon == 12 &&
 			    strncasecmp(line, "Content-Type", 12) == 0;
-			if (colon == 8 && strncasecmp(line, "Location", 8) == 0) {
+			if (colon == 8 &&
+			    strncasecmp(line, "Location", 8) == 0) {
 				have_location = 1;
 				/* Within this line: the block holds more. */
 				if (memmem(line, ll, "://", 3) == NULL)
-					rc = -EPROTO;	/* a local redirect */
+					rc = -EPROTO; /* a local redirect */
 			}
 			memcpy(out + olen, line, ll);
 			olen += ll;

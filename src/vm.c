@@ -415,7 +415,7 @@ vm_until_answer(struct vm *vm, uint32_t type, void *msg, size_t len,
 			return rc;
 		if (rc == 0 && clock_now_ms() >= deadline)
 			return -ETIMEDOUT;
-		/* Others (READY 0 of the boot, answers to resends) are stale. */
+		/* others (the boot's READY 0, resends' answers) are stale */
 		if (rc == 1 && hdr.type == want &&
 		    hdr.len == sizeof(struct proto_ready) &&
 		    memcmp(p, msg, sizeof(uint64_t)) == 0)
@@ -579,7 +579,8 @@ vm_resume(struct vm *vm, int timeout_ms, char *err, size_t errlen)
 static int
 snapshot_boot(struct snapshot *s, char *err, size_t errlen)
 {
-	long start = clock_now_ms(), deadline = start + s->tmpl->boot_timeout_ms;
+	long start = clock_now_ms();
+	long deadline = start + s->tmpl->boot_timeout_ms;
 	struct argv a = { .n = 0 };
 	struct proto_hdr hdr;
 	const uint8_t *p;

@@ -168,7 +168,7 @@ worker_accept(struct server *srv)
 		if (errno != EAGAIN && errno != EINTR &&
 		    errno != ECONNABORTED) {
 			log_warn("accept4");
-			usleep(100000);	/* EMFILE and the like: back off */
+			usleep(100000); /* EMFILE and the like: back off */
 		}
 	}
 }
@@ -191,7 +191,7 @@ worker_main(void *arg)
 	while ((fd = worker_accept(srv)) >= 0) {
 		fcgiguard_start(fd);
 		req.ipcFd = fd;
-		req.keepConnection = 1;	/* so Accept keeps the fd we set */
+		req.keepConnection = 1; /* so Accept keeps the fd we set */
 		/*
 		 * Not "detached", libfcgi lingers up to 2 s per close reading
 		 * what the peer still sends; vmcgi drains bodies itself.

@@ -38,8 +38,8 @@ struct fuzz_run {
 	FCGX_Request	 req;
 	struct response	 resp;
 	struct chan	 chan;
-	int		 web;		/* our end of the FastCGI socket */
-	int		 wr;		/* the guest's end of the channel */
+	int		 web;	/* our end of the FastCGI socket */
+	int		 wr;	/* the guest's end of the channel */
 	const uint8_t	*data;
 	size_t		 left;
 	size_t		 piece;
