@@ -27,8 +27,8 @@ import time
 import traceback
 
 # include/proto.h
-HELLO, READY, SCRIPT, ENV, RUN, STDIN, STDIN_EOF, STDOUT, STDERR, EXIT = \
-    range(1, 11)
+HELLO, READY, SCRIPT, ENV, RUN, STDIN, STDIN_EOF, STDOUT, STDERR, EXIT, \
+    WARM, WARMED = range(1, 13)
 EXITED, SIGNALED, TIMEDOUT, FAILED = range(1, 5)
 MAX_PAYLOAD = 64 * 1024
 HDR = struct.Struct("=II")
@@ -55,6 +55,7 @@ QEMU_BASE = [
 ]
 
 figures = {}
+warm_times = []
 
 
 def host_tsc_khz():
@@ -331,6 +332,16 @@ class Clone:
     def close(self):
         self.h.reap(self.p)
 
+    def warm(self):
+        """WARM, as vmcgi's pool sends it before HELLO; waits for WARMED."""
+        nonce = int.from_bytes(os.urandom(8), "little") or 1
+        t0 = time.monotonic()
+        self.chan.queue(WARM, struct.pack("=Q", nonce))
+        m = self.chan.wait(RESTORE_TIMEOUT)
+        check(m is not None and m[0] == WARMED and
+              m[1] == struct.pack("=Q", nonce), "WARM answered %r" % (m,))
+        warm_times.append(time.monotonic() - t0)
+
     def hello(self, resend=0.1, dup=False):
         """Sends HELLO until READY(nonce).  Returns the host time sent."""
         nonce = int.from_bytes(os.urandom(8), "little") or 1
@@ -412,6 +423,7 @@ class Result:
         self.exit = None
         self.t_first_out = None
         self.t_first_mono = None
+        self.t_exit_mono = None
 
     def add(self, m):
         mtype, payload = m
@@ -427,6 +439,7 @@ class Result:
             check(len(payload) == EXIT_MSG.size, "EXIT of %d bytes"
                   % len(payload))
             self.exit = EXIT_MSG.unpack(payload)[:3]
+            self.t_exit_mono = time.monotonic()
         else:
             raise TestFailure("unexpected guest message type %d" % mtype)
 
@@ -852,6 +865,52 @@ def t_probe(c, name):
           "path taken: zygote %s" % probes[name]["zygote"])
 
 
+def t_probe_warmed(c):
+    # c got WARM first: its zygote forked the warm-up child and must
+    # still start a handler exactly as an unwarmed one does.
+    r = c.run(PROBE_HEADS["zygote"] + PROBE_LINE2 + PROBE, env=PY_ENV)
+    r.expect(EXITED, 0, stderr=b"")
+    probes["zygote, warmed"] = json.loads(bytes(r.stdout))
+    probe_diff("zygote", "zygote, warmed", set())
+
+
+# What a handler could find of an earlier process: files, other processes
+# of its uid (but the zygote, which may not have exited or been reaped
+# yet), modules.
+LEFTOVERS = r"""#!/usr/bin/python3
+import json, os, sys
+def read(pid, name):
+    try:
+        with open("/proc/%s/%s" % (pid, name), "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+def other(pid):
+    st = read(pid, "status")
+    return (b"Uid:\t1000\t" in st and b"State:\tZ" not in st and
+            int(pid) != os.getpid() and
+            not (read(pid, "comm") == b"python3\n" and
+                 b"zygote.py" in read(pid, "cmdline")))
+procs = [p for p in os.listdir("/proc") if p.isdigit() and other(p)]
+tree = sorted(os.path.join(d, f) for top in ("/tmp", "/run", "/var")
+              for d, _, fs in os.walk(top) for f in fs)
+print(json.dumps([procs, tree, sorted(sys.modules)]))
+"""
+leftovers = {}
+
+
+def t_leftovers(c, name):
+    r = c.run(LEFTOVERS, env=PY_ENV)
+    r.expect(EXITED, 0, stderr=b"")
+    leftovers[name] = json.loads(bytes(r.stdout))
+    check(leftovers[name][0] == [], "uid 1000 processes %r"
+          % leftovers[name][0])
+    if len(leftovers) == 2:
+        check(leftovers["plain"] == leftovers["warmed"],
+              "after WARM %r, without %r" % (leftovers["warmed"],
+                                            leftovers["plain"]))
+
+
 def probe_diff(a, b, skip):
     pa, pb = probes[a], probes[b]
     bad = [k for k in sorted(set(pa) | set(pb))
@@ -931,7 +990,8 @@ timings = {}
 def t_timing(c, name, head):
     t0 = time.monotonic()
     r = c.run(head + TRANSFORM, stdin=TRANSFORM_BODY, env=PY_ENV)
-    t1 = time.monotonic()
+    # Not after run(): that also waits quiet_after for stray messages.
+    t1 = r.t_exit_mono
     r.expect(EXITED, 0, stderr=b"")
     check(json.loads(bytes(r.stdout))["type"] == "checkout.completed",
           "stdout %r" % bytes(r.stdout))
@@ -984,11 +1044,13 @@ def main():
     passed = failed = 0
     restore = []
 
-    def case(name, fn, *args, dup=False):
+    def case(name, fn, *args, dup=False, warm=False):
         nonlocal passed, failed
         c = None
         try:
             c = h.clone()
+            if warm:
+                c.warm()
             c.hello(dup=dup)
             restore.append((c.t_loaded, c.t_ready, c.status))
             fn(c, *args)
@@ -1022,6 +1084,11 @@ def main():
         for name in PROBE_HEADS:
             case("probe: %s" % name, t_probe, name)
         case("probes agree; same stderr on both paths", t_probes_agree)
+        case("probe: zygote after WARM, same as without",
+             t_probe_warmed, warm=True)
+        case("what a handler finds, no WARM", t_leftovers, "plain")
+        case("what a handler finds after WARM: the same", t_leftovers,
+             "warmed", warm=True)
         case("no state shared through the zygote (1)", t_no_shared_state)
         case("no state shared through the zygote (2)", t_no_shared_state)
         for name, head, env, want in FALLBACKS:
@@ -1032,6 +1099,9 @@ def main():
             for pname, head in PY_PATHS:
                 case("json transform timing, %s (%d)" % (pname, i + 1),
                      t_timing, pname, head)
+                case("json transform timing, %s, warmed (%d)"
+                     % (pname, i + 1), t_timing, pname + ", warmed", head,
+                     warm=True)
         timing_figures()
         seen = []
         case("two clones read different urandom",
@@ -1042,6 +1112,10 @@ def main():
                               "same random bytes: %r" % seen)))
     finally:
         h.cleanup()
+    if warm_times:
+        warm_times.sort()
+        figures["WARM..WARMED, median of %d (s)" % len(warm_times)] = \
+            round(warm_times[len(warm_times) // 2], 3)
     if restore:
         loads = sorted(x[0] for x in restore)
         readys = sorted(x[1] for x in restore)

@@ -184,6 +184,7 @@ agent_hello_apply(const struct proto_hello *h)
  * Runs `sh -c 'echo'` as the handler user with its output on a pipe, the
  * way a handler runs, and waits for it.  Only to have QEMU translate those
  * guest paths once per clone, outside any event; nothing of it remains.
+ * zygote_warm does the same for python3 handlers.
  */
 static void
 agent_warm_run(void)
@@ -225,6 +226,7 @@ agent_warm(struct chan *c, const struct msg *m)
 	memcpy(&r, m->m_data, sizeof(r));
 	if (r.nonce != done) {
 		agent_warm_run();
+		zygote_warm();
 		done = r.nonce;
 	}
 	return chan_send(c, PROTO_WARMED, &r, sizeof(r));

@@ -81,6 +81,7 @@ void handler_killall(void);
 
 int zygote_start(void);
 int zygote_ready(void);
+int zygote_warm(void);
 int zygote_spawn(const struct job *, const int[3], pid_t *);
 int zygote_wanted(const struct job *);
 

@@ -12,12 +12,14 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -71,11 +73,92 @@ run_close(int *fdp)
 	*fdp = -1;
 }
 
+/* Returns the pid the kernel handed out last, or -1. */
+static long
+run_last_pid(void)
+{
+	char b[32];
+	ssize_t n;
+	int fd;
+
+	fd = open("/proc/sys/kernel/ns_last_pid", O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return -1;
+	n = read(fd, b, sizeof(b) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	b[n] = '\0';
+	return strtol(b, NULL, 10);
+}
+
+/*
+ * Whether the process named pid (a /proc entry) has AGENT_UID as any of
+ * its uids, which is what kill(-1) from that uid matches on.  Returns 1
+ * also if that cannot be told, and 0 for a process already gone.
+ */
+static int
+run_proc_uid(const char *pid)
+{
+	char path[64], b[1024], *p;
+	unsigned int u[4];
+	ssize_t n;
+	int fd, i;
+
+	snprintf(path, sizeof(path), "/proc/%s/status", pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return errno != ENOENT && errno != ESRCH;
+	n = read(fd, b, sizeof(b) - 1);
+	close(fd);
+	if (n <= 0)
+		return n == -1 && errno != ESRCH;
+	b[n] = '\0';
+	if ((p = strstr(b, "\nUid:")) == NULL ||
+	    sscanf(p, "\nUid: %u %u %u %u", &u[0], &u[1], &u[2], &u[3]) != 4)
+		return 1;
+	for (i = 0; i < (int)nitems(u); i++) {
+		if (u[i] == AGENT_UID)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Whether a process of the handler's uid may still exist: 1 unless /proc
+ * lists none (zombies and thread-group leaders count) and no pid was
+ * handed out while it was read, so nothing was forked behind the walk.
+ * Skipping the helper saves a fork, exit and wait of PID 1 per event.
+ */
+static int
+run_uid_left(void)
+{
+	struct dirent *de;
+	long before;
+	int left = 0;
+	DIR *d;
+
+	if ((before = run_last_pid()) == -1)
+		return 1;
+	if ((d = opendir("/proc")) == NULL)
+		return 1;
+	errno = 0;
+	while (!left && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] >= '1' && de->d_name[0] <= '9')
+			left = run_proc_uid(de->d_name);
+		errno = 0;
+	}
+	if (!left && errno != 0)
+		left = 1;
+	closedir(d);
+	return left || run_last_pid() != before;
+}
+
 /*
  * Kills every process of the handler's uid.  kill(-1) sent by a process of
  * that uid reaches all of them however they detached (setsid, double
  * fork), and the kernel walks the task list under a lock, so a fork loop
- * cannot outrun it.  Blocks until the helper is done.
+ * cannot outrun it.  Skipped when /proc shows there is none.  Blocks until
+ * the helper is done.
  */
 void
 handler_killall(void)
@@ -83,6 +166,8 @@ handler_killall(void)
 	pid_t pid;
 	int st;
 
+	if (!run_uid_left())
+		return;
 	if ((pid = fork()) == -1) {
 		log_warn("fork (kill helper)");
 		return;
