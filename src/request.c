@@ -295,6 +295,24 @@ req_pass(const char *e)
 	return 0;
 }
 
+/*
+ * Whether the variable at e was already given earlier in envp.  nginx's
+ * stock fastcgi_params sets SCRIPT_NAME and the recommended snippet sets
+ * it again; a handler gets one of each name, the first, which is also
+ * the one vmcgi routed on (FCGX_GetParam returns the first).
+ */
+static int
+req_seen(char **envp, char **e)
+{
+	size_t n = strcspn(*e, "=") + 1;
+	char **p;
+
+	for (p = envp; p < e; p++)
+		if (strncmp(*p, *e, n) == 0)
+			return 1;
+	return 0;
+}
+
 static int
 req_queue_env(struct request *rq, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -330,7 +348,8 @@ req_queue_event(struct request *rq, const char *script, size_t slen)
 		rc = chan_queue(c, PROTO_SCRIPT, script + off, n);
 	}
 	for (e = rq->fcgi->envp; rc == 0 && *e != NULL; e++) {
-		if (req_pass(*e) && count++ < PROTO_MAX_ENV - 8)
+		if (req_pass(*e) && !req_seen(rq->fcgi->envp, e) &&
+		    count++ < PROTO_MAX_ENV - 8)
 			rc = req_queue_env(rq, "%s", *e);
 	}
 	if (rc == 0)

@@ -88,6 +88,7 @@ ALPHA = {
     "cgibighead": {"script": "cgibighead.sh", "output": "cgi"},
     "flood": {"script": "flood.sh", "timeout": "3s"},
     "agentprobe": {"script": "agentprobe.sh"},
+    "preloaded": {"script": "preloaded.py"},
 }
 BETA = {
     "plant": {"script": "plant.sh"},
@@ -748,6 +749,22 @@ class Env:
         if best and used >= 0.3 * window:
             return best
         return None
+
+    def pool_full(self, timeout=60):
+        """Wait until the warm pool is back to its idle size and has
+        stayed there 2 s (a refill holds descriptors while it works)."""
+        deadline = time.monotonic() + timeout
+        since = None
+        while time.monotonic() < deadline:
+            if len(self.qemu()) == self.baseline:
+                since = since or time.monotonic()
+                if time.monotonic() - since >= 2:
+                    return
+            else:
+                since = None
+            time.sleep(0.2)
+        raise Fail("the pool did not refill to %d in %ds"
+                   % (self.baseline, timeout))
 
     def settle(self, gone=(), timeout=SETTLE):
         """Within TIMEOUT, the PIDs in GONE have exited and vmcgi has no
@@ -1684,6 +1701,17 @@ def test_agent_unreachable_from_handler(env):
     check(b"denied pid1" in r.body, "PID 1: %r" % r.body)
 
 
+@test()
+def test_python_from_warm_interpreter(env):
+    """Through nginx (whose fastcgi_params and our snippet both send
+    SCRIPT_NAME), a python3 handler still runs from the guest's warm
+    interpreter: vmcgi passes each variable once, and the guest only
+    takes that path for a clean environment."""
+    r = env.client.req("POST", hook("alpha/preloaded"), b"")
+    check(r.status == 200, "%r" % r)
+    check(r.body.startswith(b"preloaded\n"), "cold python: %r" % r.body)
+
+
 @test(timeout=240)
 def test_template_rebuilt_when_clones_fail(env):
     """A snapshot that goes bad on disk makes restores fail; after three in
@@ -1723,6 +1751,7 @@ def test_soak_no_leaks(env):
     for i in range(20):             # every worker and arena has run once
         soak_one(env, i)
     env.settle(timeout=15)
+    env.pool_full()
     rss0, fds0 = proc_mem_fds(pid)
     tally, bad, lock = {}, [], threading.Lock()
     counter = iter(range(total))
@@ -1745,7 +1774,7 @@ def test_soak_no_leaks(env):
         t.join()
     took = time.monotonic() - t0
     env.settle(timeout=30)
-    time.sleep(1)
+    env.pool_full()
     rss1, fds1 = proc_mem_fds(pid)
     log("soak: %d events in %.0f s, %s; vmcgi RSS %d -> %d kB, fds %d -> %d"
         % (total, took, tally, rss0, rss1, fds0, fds1))
