@@ -43,7 +43,7 @@
 
 #define ZYG_MAGIC 0x315A5956		/* "VYZ1" */
 #define ZYG_WARM_MAGIC 0x315A5957	/* "WYZ1" */
-#define ZYG_WARM_MS 10000		/* the snippet, cold, under TCG: ~1 s */
+#define ZYG_WARM_MS 10000	/* the snippet, cold, under TCG: ~1 s */
 #define ZYG_WARM_BODY "{\"id\": \"evt_warm\", \"type\": \"warm.up\", " \
 	"\"data\": {\"amount\": 1200, \"items\": [1, 2, 3]}}"
 #define ZYG_PYTHON "/usr/bin/python3"
