@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "admit.h"
+#include "clock.h"
 #include "log.h"
 
 int
@@ -76,13 +77,7 @@ admit_acquire(struct admit *l, const struct handler *h, const char **why)
 	struct timespec until;
 	int rc = 0;
 
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += l->cfg->queue_timeout_ms / 1000;
-	until.tv_nsec += (long)(l->cfg->queue_timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	clock_deadline(&until, CLOCK_MONOTONIC, l->cfg->queue_timeout_ms);
 	pthread_mutex_lock(&l->lock);
 	*why = admit_blocked(l, h);
 	if (*why != NULL && l->t_waiting[t] >= admit_queue_max(l, h))

@@ -22,19 +22,6 @@
 #define POOL_BACKOFF_MAX_MS 30000
 #define POOL_REBUILD_AFTER 3
 
-/* condvar deadline ms from now, on the clock the condvar was made with */
-static void
-pool_deadline(struct timespec *ts, long ms)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
 /* Pop the oldest idle clone into *out; the lock is held. */
 static void
 pool_pop(struct pool *p, struct pool_slot *out)
@@ -96,7 +83,7 @@ pool_refill_one(struct pool *p)
 	backoff = 250L << (p->failures < 8 ? p->failures : 8);
 	if (backoff > POOL_BACKOFF_MAX_MS)
 		backoff = POOL_BACKOFF_MAX_MS;
-	pool_deadline(&until, backoff);
+	clock_deadline(&until, CLOCK_MONOTONIC, backoff);
 	while (!p->stopping && pthread_cond_timedwait(&p->wake, &p->lock,
 	    &until) != ETIMEDOUT)
 		;
@@ -161,7 +148,7 @@ pool_main(void *arg)
 			continue;
 		}
 		wait = p->idle[0].born_ms + p->max_age_ms - now;
-		pool_deadline(&until, wait > 0 ? wait : 1);
+		clock_deadline(&until, CLOCK_MONOTONIC, wait > 0 ? wait : 1);
 		pthread_cond_timedwait(&p->wake, &p->lock, &until);
 	}
 	pthread_mutex_unlock(&p->lock);

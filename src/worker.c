@@ -323,13 +323,7 @@ worker_stop(struct server *srv, unsigned grace_ms)
 	if (srv->cfg->listen[0] == '/')
 		unlink(srv->cfg->listen);
 	pthread_join(srv->overflow, NULL);
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += grace_ms / 1000;
-	until.tv_nsec += (long)(grace_ms % 1000) * 1000000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
+	clock_deadline(&until, CLOCK_REALTIME, grace_ms);
 	for (i = 0; i < srv->nthreads; i++)
 		if (pthread_timedjoin_np(srv->threads[i], NULL, &until) != 0)
 			late = 1;
