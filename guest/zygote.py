@@ -1,4 +1,4 @@
-"""vmcgi zygote: a python3 started in the template, forked per handler.
+"""vmcgi zygote: a python3 started in the template, becoming the handler.
 
 Under TCG, starting python3 and importing json costs about a second in a
 fresh clone.  The agent starts this interpreter once in the template,
@@ -7,23 +7,28 @@ environment; it imports what webhook transforms commonly use, says it is
 ready and waits on fd 3.  The snapshot keeps it waiting there.
 
 For a handler whose first line names python3, the agent sends one request
-(see src/agent/zygote.c for the layout).  We fork twice so the handler is
-reparented to the agent, which then waits for it, times it out and kills
-it like any exec'd handler.  The handler sets itself up to look like
-`python3 SCRIPT` (stdio, environment, argv, __main__, cwd), reports its pid
-through us, and runs the script only once the agent says go.
+(see src/agent/zygote.c for the layout), and this process becomes the
+handler: a clone serves a single event, so nothing is kept for a next one
+and there is no need to fork.  It sets itself up to look like
+`python3 SCRIPT` (stdio, environment, argv, __main__, cwd), reports its
+pid, and runs the script only once the agent says go.  The agent waits
+for it, times it out and kills it like any exec'd handler.
 
 A pooled clone first sends a warm-up request (no strings, no tenant
-input): we fork one child that sets itself up the same way and runs
-WARM_SOURCE instead of a script, wait for it and keep waiting for the
+input): we run WARM_SOURCE, set up the same way, and keep waiting for the
 real request.  Under TCG each clone's QEMU translates guest code anew; the
-child has it translate the handler's paths before an event pays for them.
+warm-up has it translate the handler's paths, and has this process fault
+in the memory a handler writes, before an event pays for either.
 """
 
+import atexit
+import builtins
 import gc
 import io
 import os
 import sys
+import types
+from importlib.machinery import SourceFileLoader
 
 import _socket
 
@@ -133,9 +138,9 @@ def set_comm(name):
 
 
 def prepare(fds, strings):
-    """In the handler process: everything but the script itself."""
+    """Everything but the script itself.  The agent started us in a session
+    of our own already."""
     exe, argv0, flag, script = (os.fsdecode(s) for s in strings[:4])
-    os.setsid()
     for i in range(3):
         os.dup2(fds[i], i)
     os.chdir("/tmp")
@@ -152,15 +157,16 @@ def prepare(fds, strings):
     return script
 
 
-def handler(status_w, fds, strings):
-    """The grandchild: set up, report, wait for go.  Returns the script."""
+def serve(sock, fds, strings):
+    """Becomes the handler: set up, report our pid, wait for go.  Returns
+    the script, or exits."""
     try:
         script = prepare(fds, strings)
-        os.write(status_w, os.getpid().to_bytes(4, "little") + bytes(4))
+        reply(sock, os.getpid(), 0)
         go = os.read(fds[3], 1)
     except Exception as e:
         err = getattr(e, "errno", None) or 5
-        os.write(status_w, bytes(4) + err.to_bytes(4, "little"))
+        reply(sock, 0, err)
         os._exit(127)
     if go != b"g":
         os._exit(127)
@@ -168,87 +174,159 @@ def handler(status_w, fds, strings):
     return script
 
 
-def serve(sock, fds, strings):
-    """Forks the handler.  Returns its script in the handler, else None."""
-    status_r, status_w = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError as e:
-        pid = -e.errno
-    if pid == 0:
-        os.close(status_r)
-        if os.fork() == 0:
-            return handler(status_w, fds, strings)
-        os._exit(0)
-    os.close(status_w)
-    for fd in fds:
-        os.close(fd)
-    if pid < 0:
-        os.close(status_r)
-        reply(sock, 0, -pid)
-        return None
-    # The intermediate child has exited once this returns, so the
-    # handler's parent is PID 1 before the agent learns its pid.
-    os.waitpid(pid, 0)
-    st = os.read(status_r, 8)
-    os.close(status_r)
-    if len(st) != 8:
-        reply(sock, 0, 5)	# EIO: the handler died setting up
-    else:
-        reply(sock, u32(st, 0), u32(st, 4))
-    return None
-
-
-# What the warm-up child runs: what webhook transforms commonly do, on a
+# What the warm-up runs: what webhook transforms commonly do, on a
 # fixed body the agent writes to its stdin.  Tenant code never gets here.
+# Under TCG the first compile of a script costs several times the second:
+# the compiler's paths for each construct (functions, classes,
+# comprehensions, try, with, f-strings...) are translated on first use.
+# So the snippet is written to use the constructs handlers are made of,
+# and is compiled from source here, as a handler's script is.
 WARM_SOURCE = b"""\
-import base64, datetime, hashlib, hmac, json, re, sys, urllib.parse
-raw = sys.stdin.buffer.read()
-doc = json.loads(raw)
-sig = hmac.new(b"k", raw, hashlib.sha256).hexdigest()
-hmac.compare_digest(sig, hashlib.sha256(raw).hexdigest())
-now = datetime.datetime.now(datetime.timezone.utc)
-when = datetime.datetime.fromisoformat(now.isoformat())
-out = {"id": doc.get("id"), "sig": sig, "b64": base64.b64encode(raw),
-       "at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
-       "q": urllib.parse.parse_qs("a=1&b=2"), "m": re.findall(r"\\w+", sig)}
-print(json.dumps(out, default=str, sort_keys=True, indent=2))
-sys.stdout.write(json.dumps(doc) + "\\n")
-print("warm", file=sys.stderr)
+#!/usr/bin/python3
+'''A transform shaped like the handlers vmcgi runs.'''
+
+import base64, datetime, hashlib, hmac, json, os, re, sys, urllib.parse
+from collections import namedtuple
+
+SECRET = b"warm-up"
+SKIP = {"ping", "test", "noop"}
+LIMITS = {"amount": (0, 10 ** 9), "items": (0, 100)}
+Item = namedtuple("Item", "sku qty")
+
+
+class Reject(Exception):
+    '''The event is not one we take.'''
+
+    def __init__(self, why, *, code=1):
+        super().__init__(why)
+        self.code = code
+
+
+class Order:
+    __slots__ = ("oid", "amount", "items")
+
+    def __init__(self, oid, amount, items=()):
+        self.oid, self.amount = oid, amount
+        self.items = [Item(*i) if isinstance(i, (list, tuple))
+                      else Item(str(i), 1) for i in items]
+
+    @property
+    def total_qty(self):
+        return sum(i.qty for i in self.items)
+
+    @staticmethod
+    def money(minor, currency="eur"):
+        sign = "-" if minor < 0 else ""
+        return "%s%d.%02d %s" % (sign, abs(minor) // 100, abs(minor) % 100,
+                                 currency.upper())
+
+    def as_dict(self):
+        return {"id": self.oid, "amount": self.money(self.amount),
+                "skus": sorted({i.sku for i in self.items}),
+                "qty": self.total_qty}
+
+
+def verify(header, body, secret=SECRET):
+    fields = dict(f.split("=", 1) for f in header.split(",") if "=" in f)
+    stamp = fields.get("t", "0")
+    want = hmac.new(secret, stamp.encode() + b"." + body,
+                    hashlib.sha256).hexdigest()
+    return hmac.compare_digest(fields.get("v1", ""), want), int(stamp)
+
+
+def check(doc):
+    for key, (lo, hi) in LIMITS.items():
+        v = doc.get("data", {}).get(key)
+        n = len(v) if isinstance(v, list) else v or 0
+        if not lo <= n <= hi:
+            raise Reject(f"{key} out of range: {n!r}", code=2)
+    return doc
+
+
+def main(argv=None):
+    raw = sys.stdin.buffer.read()
+    try:
+        doc = check(json.loads(raw))
+    except (ValueError, KeyError, TypeError) as e:
+        print("not an event: %s" % e, file=sys.stderr)
+        return 1
+    except Reject as e:
+        print(e, file=sys.stderr)
+        return e.code
+    if doc.get("type") in SKIP:
+        return 0
+    ok, stamp = verify(os.environ.get("HTTP_SIGNATURE", "t=1,v1=x"), raw)
+    when = datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc)
+    data = doc["data"]
+    order = Order(doc.get("id", "?"), data.get("amount", 0),
+                  [[str(n), n] for n in data.get("items", [])])
+    words = [w.lower() for w in re.findall(r"\\w+", raw.decode()) if w]
+    counts = {}
+    for w in words:
+        counts[w] = counts.get(w, 0) + 1
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    out = dict(order.as_dict(), ok=ok, at=when.isoformat(), top=top,
+               b64=base64.b64encode(raw[:12]).decode("ascii"),
+               q=urllib.parse.parse_qs("a=1&b=2"),
+               digest=hashlib.sha256(raw).hexdigest()[:16])
+    with open(os.devnull, "w") as sink:
+        sink.write(repr(out))
+    i = 0
+    while i < 3:
+        i += 1
+    try:
+        pass
+    finally:
+        sys.stderr.write("warm\\n")
+    print(json.dumps(out, default=str, sort_keys=True, indent=2))
+    sys.stdout.write(f"{order.oid}: {len(words)} words\\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
 """
 WARM_STRINGS = [b"/usr/bin/python3", b"/usr/bin/python3", b"",
                 b"/tmp/<warm-up>"]
 
 
 def warm(sock, fds):
-    """Forks a child that runs WARM_SOURCE like a handler and waits for it,
-    so that this VM's QEMU has translated the handler's paths, exit and
-    all, before the real request.  Returns True in the child."""
+    """Runs WARM_SOURCE here, set up as a handler is, then puts our own
+    stdio back and answers.  Here and not in a child: pages written after
+    a fork fault again (write-protected) in the parent, and those faults,
+    not the interpreter, were most of a handler's time under TCG.  What it
+    leaves behind is fixed, never tenant input."""
+    saved = [os.dup(i) for i in range(3)]
+    err = 0
     try:
-        pid = os.fork()
-    except OSError as e:
-        pid = -e.errno
-    if pid == 0:
         prepare(fds, WARM_STRINGS)
-        os.closerange(3, 1 << 16)
-        return True
-    for fd in fds:
+        run(os.fsdecode(WARM_STRINGS[3]), WARM_SOURCE)
+    except SystemExit as e:
+        err = 0 if exit_status(e) == 0 else 5	# EIO: the snippet failed
+    except Exception:
+        err = 5
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:
+            err = 5
+    for i in range(3):
+        os.dup2(saved[i], i)
+    for fd in saved + fds:
         os.close(fd)
-    if pid < 0:
-        reply(sock, 0, -pid)
-        return False
-    _, st = os.waitpid(pid, 0)
-    reply(sock, 0, 0 if st == 0 else 5)	# EIO: the snippet failed
-    return False
+    gc.collect()
+    gc.freeze()
+    reply(sock, 0, err)
 
 
 def zygote():
-    """Serves requests until the agent hangs up.  Returns (script, source)
-    in a handler, where source None means the script's file."""
+    """Serves requests until the agent hangs up.  Returns the script of
+    the one it becomes the handler for."""
     sock = _socket.socket(fileno=SOCK_FD)
     reply(sock, 0, 0)
     # Objects made so far live as long as we do: keep the collector off
-    # their pages so forked children do not copy them.
+    # their pages.
     gc.freeze()
     while True:
         req = recv_request(sock)
@@ -256,20 +334,13 @@ def zygote():
             os._exit(0)
         is_warm, fds, strings = req
         if is_warm:
-            if warm(sock, fds):
-                return os.fsdecode(WARM_STRINGS[3]), WARM_SOURCE
+            warm(sock, fds)
             continue
-        script = serve(sock, fds, strings)
-        if script is not None:
-            return script, None
+        return serve(sock, fds, strings)
 
 
 def main_module(script):
     """A fresh __main__ laid out as CPython lays it out for a script."""
-    import builtins
-    import types
-    from importlib.machinery import SourceFileLoader
-
     mod = types.ModuleType("__main__")
     mod.__loader__ = SourceFileLoader("__main__", script)
     mod.__annotations__ = {}
@@ -322,4 +393,54 @@ def run(script, source):
         raise SystemExit(1)
 
 
-run(*zygote())
+def exit_status(exc):
+    """The status CPython exits with for an uncaught SystemExit."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xff
+    try:
+        print(code, file=sys.stderr)
+    except Exception:
+        pass
+    return 1
+
+
+def flush_files():
+    """Flushes the files the script left open, as their finalizers would
+    have while CPython tore the interpreter down.  The zygote's own objects
+    are frozen, out of get_objects' sight: this sees the script's."""
+    for f in gc.get_objects():
+        if isinstance(f, io.IOBase) and f not in (sys.stdout, sys.stderr):
+            try:
+                if not f.closed and f.writable():
+                    f.flush()
+            except Exception:
+                pass
+
+
+def leave(status):
+    """Ends the handler as CPython's finalization would, as far as anyone
+    can tell from outside, without tearing down every object: under TCG
+    that teardown took 20-40 ms of a 100 ms event, for a process whose VM
+    is destroyed next."""
+    if "threading" in sys.modules:
+        sys.modules["threading"]._shutdown()
+    atexit._run_exitfuncs()
+    flush_files()
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:
+            if f is sys.stdout:
+                status = 120
+    os._exit(status)
+
+
+try:
+    run(zygote(), None)
+    status = 0
+except SystemExit as e:
+    status = exit_status(e)
+leave(status)

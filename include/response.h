@@ -59,6 +59,16 @@ int	response_stdout(struct response *r, const char *content_type,
  */
 void	response_abort(struct response *r);
 
+/*
+ * Ends the request towards the web server (FCGI_END_REQUEST unless
+ * aborted) and closes the connection, so the client has its whole answer
+ * while vmcgi still tears the VM down.  Nothing may be written after it.
+ */
+void	response_finish(struct response *r);
+
+/* The same for a bare FastCGI request; a no-op once it was done. */
+void	response_close_fcgi(FCGX_Request *req);
+
 /* Bytes of an unfinished CGI header block still held. */
 size_t	response_pending(const struct response *r);
 

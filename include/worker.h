@@ -27,6 +27,7 @@ struct server {
 	unsigned		 nthreads;
 	pthread_t		 overflow; /* answers 503 when all are busy */
 	atomic_uint		 busy; /* workers holding a connection */
+	atomic_long		 freed_ms; /* when a worker last came free */
 };
 
 /* Create the socket named by cfg->listen; fd or -1 with a log line. */

@@ -699,9 +699,17 @@ req_run(struct request *rq)
 	}
 	free(script);
 	req_loop(rq);
+	/*
+	 * The answer does not depend on the VM any more: the client gets it
+	 * whole before the kill and reap of QEMU, which take milliseconds.
+	 * Not when the web server stopped reading: the last write could
+	 * block until the send timeout, and the VM must not wait for it.
+	 */
+	req_answer(rq);
+	if (rq->end != END_CLIENT_GONE && !rq->resp.client_gone)
+		response_finish(&rq->resp);
 	vm_destroy(&rq->vm);
 	admit_release(&rq->srv->admit, rq->h);
-	req_answer(rq);
 }
 
 /*

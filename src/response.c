@@ -189,6 +189,22 @@ response_abort(struct response *r)
 	r->aborted = 1;
 }
 
+void
+response_close_fcgi(FCGX_Request *req)
+{
+	if (req->ipcFd >= 0 && req->in != NULL)
+		FCGX_Finish_r(req);
+	if (req->ipcFd >= 0)
+		close(req->ipcFd);
+	req->ipcFd = -1;
+}
+
+void
+response_finish(struct response *r)
+{
+	response_close_fcgi(r->fcgi);
+}
+
 size_t
 response_pending(const struct response *r)
 {

@@ -24,6 +24,7 @@
 #include "clock.h"
 #include "fcgiguard.h"
 #include "log.h"
+#include "response.h"
 #include "worker.h"
 
 #define WORKER_BACKLOG 128
@@ -173,7 +174,6 @@ worker_accept(struct server *srv)
 	}
 }
 
-static void	worker_finish(FCGX_Request *req);
 
 static void *
 worker_main(void *arg)
@@ -204,20 +204,11 @@ worker_main(void *arg)
 			    "records, early close or read_timeout (%d)", rc);
 		else
 			request_serve(srv, &req);
-		worker_finish(&req);
+		response_close_fcgi(&req);
+		atomic_store(&srv->freed_ms, clock_now_ms());
 		atomic_fetch_sub(&srv->busy, 1);
 	}
 	return NULL;
-}
-
-static void
-worker_finish(FCGX_Request *req)
-{
-	if (req->ipcFd >= 0 && req->in != NULL)
-		FCGX_Finish_r(req);
-	if (req->ipcFd >= 0)
-		close(req->ipcFd);
-	req->ipcFd = -1;
 }
 
 /*
@@ -234,7 +225,7 @@ worker_overflow(void *arg)
 		{ .fd = srv->stop_rd, .events = POLLIN },
 	};
 	FCGX_Request req;
-	long since = 0;
+	long since = 0, now;
 	int fd;
 
 	FCGX_InitRequest(&req, -1, 0);
@@ -248,14 +239,18 @@ worker_overflow(void *arg)
 			continue;
 		}
 		/*
-		 * Refuse only once connections have been waiting for a
-		 * while with every worker busy: a worker about to finish
-		 * will take the next one in a moment.
+		 * Refuse only once connections have been waiting while no
+		 * worker came free for a while.  Under a steady load some
+		 * connection is always waiting, each for a moment only: the
+		 * wait alone would refuse at the first instant all are busy.
 		 */
+		now = clock_now_ms();
 		if (since == 0)
-			since = clock_now_ms();
+			since = now;
 		if (atomic_load(&srv->busy) < srv->nthreads ||
-		    clock_now_ms() - since < WORKER_OVERFLOW_GRACE_MS) {
+		    now - since < WORKER_OVERFLOW_GRACE_MS ||
+		    now - atomic_load(&srv->freed_ms) <
+		    WORKER_OVERFLOW_GRACE_MS) {
 			usleep(5000);
 			continue;
 		}
@@ -270,7 +265,7 @@ worker_overflow(void *arg)
 		req.detached = 1;
 		if (FCGX_Accept_r(&req) == 0)
 			request_refuse_busy(srv, &req);
-		worker_finish(&req);
+		response_close_fcgi(&req);
 	}
 	return NULL;
 }

@@ -733,6 +733,20 @@ def t_py_exit_message(c, head):
     r.expect(EXITED, 1, b"atexit\n", b"bad signature\n")
 
 
+def t_py_exit_flushes(c, head):
+    # What CPython's exit does that a reader can see: it waits for
+    # threads, and a file left open is flushed when it is torn down.
+    r = py_run(c, head, "import os, threading, time\n"
+               "out = os.fdopen(os.dup(1), 'w')\n"
+               "out.write('unclosed\\n')\n"
+               "def late():\n"
+               "    time.sleep(0.3)\n"
+               "    print('thread', flush=True)\n"
+               "threading.Thread(target=late).start()\n"
+               "print('main', flush=True)\n")
+    r.expect(EXITED, 0, b"main\nthread\nunclosed\n", b"")
+
+
 def t_py_fork(c, head):
     # The child outlives the handler with stdout open: the agent must kill
     # it when the handler exits, as for any exec'd handler.
@@ -807,6 +821,7 @@ PY_CHECKS = [
     ("syntax error: 1, message", t_py_syntax_error),
     ("sys.exit(3)", t_py_exit3),
     ("sys.exit(str) and atexit", t_py_exit_message),
+    ("exit waits for threads, flushes open files", t_py_exit_flushes),
     ("os.fork works, children killed at exit", t_py_fork),
     ("uid, gid, cwd, ppid, session, fds, oom", t_py_identity),
     ("__main__ is the script", t_py_main),

@@ -17,6 +17,13 @@
 #define AGENT_GID 1000
 #define AGENT_SCRIPT_DIR "/run/vmcgi"
 #define AGENT_SCRIPT_PATH AGENT_SCRIPT_DIR "/handler"
+/*
+ * cgroups (v2) made by guest/init: an exec'd handler is born in run, the
+ * python3 zygote in zygote; limits are set on sandbox, their parent.
+ */
+#define AGENT_CG_SANDBOX "/sys/fs/cgroup/sandbox"
+#define AGENT_CG_RUN AGENT_CG_SANDBOX "/run"
+#define AGENT_CG_ZYGOTE AGENT_CG_SANDBOX "/zygote"
 
 #define nitems(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -77,7 +84,10 @@ int setup_message(struct chan *, struct job *, enum agent_state *,
     const struct msg *, setup_apply_fn);
 
 int handler_run(struct chan *, struct job *, int);
-void handler_killall(void);
+
+/* sandbox.c */
+pid_t sandbox_fork(const char *);
+void sandbox_empty(const char *);
 
 int zygote_start(void);
 int zygote_ready(void);

@@ -12,7 +12,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -45,6 +44,7 @@ struct run {
 	int r_eof;		/* STDIN_EOF received */
 	int r_reaped;
 	int r_status;
+	const char *r_cgroup;	/* what to empty at the end */
 	uint64_t r_start;	/* CLOCK_MONOTONIC, ms */
 	uint64_t r_end;
 	uint64_t r_deadline;
@@ -71,115 +71,6 @@ run_close(int *fdp)
 	if (*fdp != -1)
 		close(*fdp);
 	*fdp = -1;
-}
-
-/* Returns the pid the kernel handed out last, or -1. */
-static long
-run_last_pid(void)
-{
-	char b[32];
-	ssize_t n;
-	int fd;
-
-	fd = open("/proc/sys/kernel/ns_last_pid", O_RDONLY | O_CLOEXEC);
-	if (fd == -1)
-		return -1;
-	n = read(fd, b, sizeof(b) - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	b[n] = '\0';
-	return strtol(b, NULL, 10);
-}
-
-/*
- * Whether the process named pid (a /proc entry) has AGENT_UID as any of
- * its uids, which is what kill(-1) from that uid matches on.  Returns 1
- * also if that cannot be told, and 0 for a process already gone.
- */
-static int
-run_proc_uid(const char *pid)
-{
-	char path[64], b[1024], *p;
-	unsigned int u[4];
-	ssize_t n;
-	int fd, i;
-
-	snprintf(path, sizeof(path), "/proc/%s/status", pid);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-		return errno != ENOENT && errno != ESRCH;
-	n = read(fd, b, sizeof(b) - 1);
-	close(fd);
-	if (n <= 0)
-		return n == -1 && errno != ESRCH;
-	b[n] = '\0';
-	if ((p = strstr(b, "\nUid:")) == NULL ||
-	    sscanf(p, "\nUid: %u %u %u %u", &u[0], &u[1], &u[2], &u[3]) != 4)
-		return 1;
-	for (i = 0; i < (int)nitems(u); i++) {
-		if (u[i] == AGENT_UID)
-			return 1;
-	}
-	return 0;
-}
-
-/*
- * Whether a process of the handler's uid may still exist: 1 unless /proc
- * lists none (zombies and thread-group leaders count) and no pid was
- * handed out while it was read, so nothing was forked behind the walk.
- * Skipping the helper saves a fork, exit and wait of PID 1 per event.
- */
-static int
-run_uid_left(void)
-{
-	struct dirent *de;
-	long before;
-	int left = 0;
-	DIR *d;
-
-	if ((before = run_last_pid()) == -1)
-		return 1;
-	if ((d = opendir("/proc")) == NULL)
-		return 1;
-	errno = 0;
-	while (!left && (de = readdir(d)) != NULL) {
-		if (de->d_name[0] >= '1' && de->d_name[0] <= '9')
-			left = run_proc_uid(de->d_name);
-		errno = 0;
-	}
-	if (!left && errno != 0)
-		left = 1;
-	closedir(d);
-	return left || run_last_pid() != before;
-}
-
-/*
- * Kills every process of the handler's uid.  kill(-1) sent by a process of
- * that uid reaches all of them however they detached (setsid, double
- * fork), and the kernel walks the task list under a lock, so a fork loop
- * cannot outrun it.  Skipped when /proc shows there is none.  Blocks until
- * the helper is done.
- */
-void
-handler_killall(void)
-{
-	pid_t pid;
-	int st;
-
-	if (!run_uid_left())
-		return;
-	if ((pid = fork()) == -1) {
-		log_warn("fork (kill helper)");
-		return;
-	}
-	if (pid == 0) {
-		if (setuid(AGENT_UID) == -1)
-			_exit(1);
-		kill(-1, SIGKILL);
-		_exit(0);
-	}
-	while (waitpid(pid, &st, 0) == -1 && errno == EINTR)
-		;
 }
 
 /*
@@ -322,8 +213,8 @@ run_spawn(struct run *r, struct run_failure *rf)
 	if (pipe2(ep, O_CLOEXEC) == -1)
 		return -errno;
 	r->r_start = run_now();
-	if ((r->r_pid = fork()) == -1) {
-		snprintf(rf->rf_step, sizeof(rf->rf_step), "fork");
+	if ((r->r_pid = sandbox_fork(AGENT_CG_RUN)) == -1) {
+		snprintf(rf->rf_step, sizeof(rf->rf_step), "clone3");
 		rc = -errno;
 	} else if (r->r_pid == 0)
 		run_child(r->r_job, child, ep[1]);
@@ -361,8 +252,11 @@ run_zygote(struct run *r)
 	rc = zygote_spawn(r->r_job, child, &r->r_pid);
 	for (i = 0; i < 3; i++)
 		close(child[i]);
-	if (rc == 1)
+	if (rc == 1) {
+		/* The zygote became the handler: empty its group too. */
+		r->r_cgroup = AGENT_CG_SANDBOX;
 		return 1;
+	}
 	if (rc < 0)
 		log_warnx("zygote failed (%s): exec'ing the handler",
 		    strerror(-rc));
@@ -496,7 +390,7 @@ run_on_output(struct run *r, int *fdp, uint32_t type)
 }
 
 /*
- * Once the handler itself is gone, nothing of its uid may stay: kill the
+ * Once the handler itself is gone, nothing of its cgroup may stay: kill the
  * rest so that its pipes reach EOF and the VM is quiet before EXIT.
  */
 static void
@@ -506,7 +400,7 @@ run_on_child(struct run *r)
 		return;
 	r->r_reaped = 1;
 	r->r_end = run_now();
-	handler_killall();
+	sandbox_empty(r->r_cgroup);
 	run_close(&r->r_in);
 	buf_consume(&r->r_stdin, r->r_stdin.b_len);
 }
@@ -623,6 +517,7 @@ handler_run(struct chan *c, struct job *job, int sigfd)
 	r.r_job = job;
 	r.r_sigfd = sigfd;
 	r.r_in = r.r_out = r.r_err = -1;
+	r.r_cgroup = AGENT_CG_RUN;
 	if ((rc = run_write_script(&job->j_script, &step)) != 0)
 		return run_failed(&r, step, -rc);
 	if (!run_zygote(&r) && (rc = run_spawn(&r, &rf)) != 0)
@@ -632,7 +527,7 @@ handler_run(struct chan *c, struct job *job, int sigfd)
 	if ((rc = run_messages(&r)) == 0)
 		rc = run_loop(&r);
 	if (rc != 0 && !r.r_reaped)
-		handler_killall();
+		sandbox_empty(r.r_cgroup);
 	run_close(&r.r_in);
 	run_close(&r.r_out);
 	run_close(&r.r_err);

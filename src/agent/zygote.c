@@ -12,17 +12,18 @@
  *   zh_len bytes of NUL-terminated strings: sys.executable, argv[0], the
  *   interpreter flag ("" or "-u"), the script path, then the ENV entries.
  *
- * The zygote double-forks, so the handler becomes a child of PID 1, and
- * answers with a struct zyg_reply: the handler's pid once it is set up, or
- * an errno.  The handler runs its script when a byte comes down the go
- * pipe and exits without running it on EOF.  The zygote serves one request
- * and exits when the agent closes its end.
+ * The zygote itself becomes the handler: a clone serves one event, so
+ * there is no interpreter to keep, and a fork (two, to make the handler a
+ * child of PID 1) cost 15-35 ms under TCG.  It sets itself up to look
+ * like `python3 SCRIPT` and answers with a struct zyg_reply: its pid, or
+ * an errno.  It runs the script when a byte comes down the go pipe and
+ * exits without running it on EOF.
  *
  * Before that, a pooled clone may send one warm-up request: ZYG_WARM_MAGIC,
- * zh_len 0, the same four descriptors (go unused).  The zygote forks a
- * child that runs a fixed snippet (guest/zygote.py) as a handler would,
- * waits for it and answers a zyg_reply of pid 0 and 0 or an errno; it then
- * waits for the real request as before.
+ * zh_len 0, the same four descriptors (go unused).  The zygote runs a
+ * fixed snippet (guest/zygote.py) itself, set up as a handler would be,
+ * puts its own stdio back and answers a zyg_reply of pid 0 and 0 or an
+ * errno; it then waits for the real request as before.
  */
 #define _GNU_SOURCE		/* pipe2 */
 
@@ -133,8 +134,8 @@ zygote_start(void)
 		log_warn("zygote: socketpair");
 		return -errno;
 	}
-	if ((zyg_pid = fork()) == -1) {
-		log_warn("zygote: fork");
+	if ((zyg_pid = sandbox_fork(AGENT_CG_ZYGOTE)) == -1) {
+		log_warn("zygote: clone3");
 		close(sv[0]);
 		close(sv[1]);
 		return -errno;
@@ -511,7 +512,7 @@ zyg_request(const struct job *job, const struct zyg_interp *zi,
  * caller keeps and closes them.  Returns 1 with *pid set (a child of PID
  * 1, already running its script), 0 if the job is not one for the zygote,
  * or -errno if the zygote failed (logged): the handler has not run and
- * the caller execs it instead.  Either way the zygote is done with.
+ * the caller execs it instead.  A zygote that failed is killed.
  */
 int
 zygote_spawn(const struct job *job, const int fds[3], pid_t *pid)
@@ -519,10 +520,13 @@ zygote_spawn(const struct job *job, const int fds[3], pid_t *pid)
 	struct zyg_interp zi;
 	int go[2], rc;
 
-	if (zyg_fd == -1 || !zyg_wanted(job, &zi)) {
-		zyg_stop(0);
+	/*
+	 * A zygote not wanted is left blocked in its read: told to exit, it
+	 * would tear its interpreter down on the one vCPU the handler uses,
+	 * and the VM ends after this event anyway.
+	 */
+	if (zyg_fd == -1 || !zyg_wanted(job, &zi))
 		return 0;
-	}
 	if (pipe2(go, O_CLOEXEC) == -1) {
 		log_warn("zygote: pipe2");
 		zyg_stop(1);
@@ -603,11 +607,11 @@ zyg_warm_io(int null, const char **step)
 }
 
 /*
- * Has the zygote fork a child that runs a fixed snippet the way a handler
- * runs, with no tenant input, so that this clone's QEMU has translated the
- * python paths of a handler (fork, json, hmac, datetime, stdio on pipes,
- * interpreter exit) before an event needs them.  The zygote itself is left
- * as it was.  Returns 0 or -errno, logged; if the zygote broke, it is
+ * Has the zygote run a fixed snippet the way a handler runs, with no
+ * tenant input, so that this clone's QEMU has translated the python paths
+ * of a handler (compile, json, hmac, datetime, stdio on pipes) and the
+ * zygote has faulted in the memory a handler writes, before an event
+ * needs them.  Returns 0 or -errno, logged; if the zygote broke, it is
  * dropped and handlers are exec'd.  Blocks up to about 2 * ZYG_WARM_MS.
  */
 int

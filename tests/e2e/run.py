@@ -1662,12 +1662,23 @@ def test_qemu_sandboxed_without_network(env):
     and has no network device at all."""
     q = env.qemu()
     check(q, "no QEMU child to look at (the warm pool is empty?)")
+    looked = 0
     for pid in q:
-        with open("/proc/%d/status" % pid) as f:
-            mode = [l.split()[1] for l in f if l.startswith("Seccomp:")]
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                args = f.read().split(b"\0")
+            with open("/proc/%d/status" % pid) as f:
+                status = f.read()
+        except OSError:
+            continue
+        # The VM of the test before may still be being torn down: an
+        # exiting process shows no command line.
+        if args == [b""]:
+            continue
+        looked += 1
+        mode = [l.split()[1] for l in status.splitlines()
+                if l.startswith("Seccomp:")]
         check(mode == ["2"], "QEMU %d seccomp mode %r" % (pid, mode))
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            args = f.read().split(b"\0")
         check(b"-nic" in args and args[args.index(b"-nic") + 1] == b"none",
               "QEMU %d without -nic none" % pid)
         check(not any(a.startswith(b"-netdev") or b"user," in a
@@ -1688,6 +1699,7 @@ def test_qemu_sandboxed_without_network(env):
             its = os.readlink("/proc/%d/ns/%s" % (pid, ns))
             check(mine != its, "QEMU %d shares vmcgi's %s namespace"
                   % (pid, ns))
+    check(looked > 0, "every QEMU child was exiting: %r" % q)
 
 
 @test()
