@@ -180,40 +180,6 @@ agent_hello_apply(const struct proto_hello *h)
 	return 0;
 }
 
-/*
- * Runs `sh -c 'echo'` as the handler user with its output on a pipe, the
- * way a handler runs, and waits for it.  Only to have QEMU translate those
- * guest paths once per clone, outside any event; nothing of it remains.
- * zygote_warm does the same for python3 handlers.
- */
-static void
-agent_warm_run(void)
-{
-	char *argv[] = { "sh", "-c", "echo", NULL }, *envp[] = { NULL };
-	char buf[64];
-	int p[2], st, null;
-	pid_t pid;
-
-	if (pipe2(p, O_CLOEXEC) == -1)
-		return;
-	if ((pid = fork()) == 0) {
-		null = open("/dev/null", O_RDWR);
-		if (null == -1 || dup2(null, 0) == -1 || dup2(p[1], 1) == -1 ||
-		    dup2(null, 2) == -1 || setsid() == -1 ||
-		    setgroups(0, NULL) == -1 || setgid(AGENT_GID) == -1 ||
-		    setuid(AGENT_UID) == -1 || chdir("/tmp") == -1)
-			_exit(127);
-		execve("/bin/sh", argv, envp);
-		_exit(127);
-	}
-	close(p[1]);
-	while (pid > 0 && read(p[0], buf, sizeof(buf)) > 0)
-		;
-	close(p[0]);
-	while (pid > 0 && waitpid(pid, &st, 0) == -1 && errno == EINTR)
-		;
-}
-
 /* WARM: warm up once per nonce; a resent WARM is only answered. */
 static int
 agent_warm(struct chan *c, const struct msg *m)
@@ -225,7 +191,7 @@ agent_warm(struct chan *c, const struct msg *m)
 		return -EPROTO;
 	memcpy(&r, m->m_data, sizeof(r));
 	if (r.nonce != done) {
-		agent_warm_run();
+		handler_warm();
 		zygote_warm();
 		done = r.nonce;
 	}

@@ -84,6 +84,7 @@ int setup_message(struct chan *, struct job *, enum agent_state *,
     const struct msg *, setup_apply_fn);
 
 int handler_run(struct chan *, struct job *, int);
+void handler_warm(void);
 
 /* sandbox.c */
 pid_t sandbox_fork(const char *);

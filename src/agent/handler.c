@@ -237,6 +237,46 @@ run_spawn(struct run *r, struct run_failure *rf)
 }
 
 /*
+ * The pool's warm-up of the exec path: a fixed script written, spawned and
+ * waited for exactly as an event's handler is (tmpfs file, clone3 into
+ * the cgroup, setuid, binfmt_script, busybox sh, pipes), so that this
+ * clone's QEMU has translated those guest paths before an event needs
+ * them.  No tenant input exists yet; the file goes away again.
+ */
+void
+handler_warm(void)
+{
+	static const char script[] = "#!/bin/sh\necho\n";
+	struct run_failure rf;
+	const char *step;
+	struct job job;
+	struct run r;
+	char tmp[64];
+	int st;
+
+	memset(&job, 0, sizeof(job));
+	memset(&r, 0, sizeof(r));
+	r.r_job = &job;
+	r.r_in = r.r_out = r.r_err = -1;
+	if (buf_append(&job.j_script, script, sizeof(script) - 1) == 0 &&
+	    run_write_script(&job.j_script, &step) == 0 &&
+	    run_spawn(&r, &rf) == 0) {
+		run_close(&r.r_in);
+		fcntl(r.r_out, F_SETFL, 0);
+		while (read(r.r_out, tmp, sizeof(tmp)) > 0)
+			;
+		while (waitpid(r.r_pid, &st, 0) == -1 && errno == EINTR)
+			;
+	}
+	run_close(&r.r_in);
+	run_close(&r.r_out);
+	run_close(&r.r_err);
+	buf_free(&job.j_script);
+	unlink(AGENT_SCRIPT_PATH);
+	rmdir(AGENT_SCRIPT_DIR);
+}
+
+/*
  * Has the zygote fork a python3 handler.  Returns 1 if it runs, or 0 if
  * the job is not one for the zygote or the zygote failed (logged); the
  * handler has then not run and the caller execs it.
