@@ -57,11 +57,14 @@ int	snapshot_rebuild(struct snapshot *s, char *err, size_t errlen);
 
 /*
  * Start a clone of s and load its state; it stays paused, holding no CPU.
- * Blocks up to timeout_ms.  0, or -1 with a message in err and nothing
- * left running.
+ * With background set (the pool's refills) QEMU runs at nice
+ * VM_NICE_BACKGROUND until vm_resume, so that loading and warming clones
+ * ahead of time never takes CPU from events running now.  Blocks up to
+ * timeout_ms.  0, or -1 with a message in err and nothing left running.
  */
-int	vm_load(struct snapshot *s, struct vm *vm, int timeout_ms,
-	    char *err, size_t errlen);
+#define VM_NICE_BACKGROUND 10	/* CFS weight 110 against 1024 */
+int	vm_load(struct snapshot *s, struct vm *vm, int background,
+	    int timeout_ms, char *err, size_t errlen);
 
 /*
  * Let a loaded clone run a fixed warm-up command in its guest (no tenant

@@ -58,7 +58,7 @@ pool_refill_one(struct pool *p)
 	int rc;
 
 	pthread_mutex_unlock(&p->lock);
-	rc = vm_load(p->snap, &slot.vm, POOL_LOAD_TIMEOUT_MS, err,
+	rc = vm_load(p->snap, &slot.vm, 1, POOL_LOAD_TIMEOUT_MS, err,
 	    sizeof(err));
 	if (rc == 0 && p->warm)
 		rc = vm_warm(&slot.vm, POOL_LOAD_TIMEOUT_MS, err, sizeof(err));
@@ -221,7 +221,7 @@ pool_take(struct pool *p, struct vm *vm, int *pooled, int timeout_ms,
 		    "restoring another: %s", p->snap->tmpl->name, err);
 	}
 	*pooled = 0;
-	if (vm_load(p->snap, vm, timeout_ms, err, errlen) == 0 &&
+	if (vm_load(p->snap, vm, 0, timeout_ms, err, errlen) == 0 &&
 	    vm_resume(vm, timeout_ms, err, errlen) == 0) {
 		pthread_mutex_lock(&p->lock);
 		p->failures = 0;

@@ -197,7 +197,7 @@ vm_args(struct argv *a, const struct snapshot *s, int clone)
  */
 static void
 vm_child(char **argv, int chan, int qmp, int state, int errfd, pid_t parent,
-    const struct vm_cgroup *cg)
+    const struct vm_cgroup *cg, int nice)
 {
 	int fds[4] = { chan, qmp, state, errfd };
 	sigset_t none;
@@ -220,6 +220,12 @@ vm_child(char **argv, int chan, int qmp, int state, int errfd, pid_t parent,
 	    unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0 ||
 	    cgroup_enter(cg) < 0)
 		_exit(126);
+	/*
+	 * A process group of its own, so that vm_resume can set the priority
+	 * of all of QEMU's threads at once (PRIO_PGRP reaches every thread).
+	 */
+	if (setpgid(0, 0) < 0 || setpriority(PRIO_PROCESS, 0, nice) < 0)
+		_exit(126);
 	for (i = 0; i < 4; i++)
 		if (fds[i] >= 0 && (fds[i] = fcntl(fds[i], F_DUPFD, 100)) < 0)
 			_exit(126);
@@ -241,7 +247,7 @@ vm_child(char **argv, int chan, int qmp, int state, int errfd, pid_t parent,
  */
 static int
 vm_spawn(struct vm *vm, char **argv, int statefd, int errfd_in,
-    uint64_t guest_mem)
+    uint64_t guest_mem, int nice)
 {
 	int chan[2] = { -1, -1 }, qmp[2] = { -1, -1 }, errp[2] = { -1, -1 };
 	pid_t parent = getpid();
@@ -266,7 +272,7 @@ vm_spawn(struct vm *vm, char **argv, int statefd, int errfd_in,
 	}
 	if (vm->pid == 0)
 		vm_child(argv, chan[1], qmp[1], statefd,
-		    errfd_in >= 0 ? errfd_in : errp[1], parent, &vm->cg);
+		    errfd_in >= 0 ? errfd_in : errp[1], parent, &vm->cg, nice);
 	vm_live_set(0, vm->pid);
 	close(chan[1]);
 	close(qmp[1]);
@@ -485,8 +491,8 @@ vm_migrate_wait(struct vm *vm, long deadline, unsigned poll_ms)
 }
 
 int
-vm_load(struct snapshot *s, struct vm *vm, int timeout_ms, char *err,
-    size_t errlen)
+vm_load(struct snapshot *s, struct vm *vm, int background, int timeout_ms,
+    char *err, size_t errlen)
 {
 	long start = clock_now_ms(), deadline = start + timeout_ms;
 	struct argv a = { .n = 0 };
@@ -507,7 +513,8 @@ vm_load(struct snapshot *s, struct vm *vm, int timeout_ms, char *err,
 		return -1;
 	}
 	vm_args(&a, s, 1);
-	rc = vm_spawn(vm, a.v, statefd, -1, s->tmpl->memory);
+	rc = vm_spawn(vm, a.v, statefd, -1, s->tmpl->memory,
+	    background ? VM_NICE_BACKGROUND : 0);
 	argv_free(&a);
 	close(statefd);
 	if (rc == 0)
@@ -563,6 +570,9 @@ vm_resume(struct vm *vm, int timeout_ms, char *err, size_t errlen)
 	long start = clock_now_ms(), deadline = start + timeout_ms;
 	int rc;
 
+	/* A pooled clone was loaded and warmed in the background. */
+	if (setpriority(PRIO_PGRP, vm->pid, 0) < 0)
+		log_warn("setpriority QEMU %d", (int)vm->pid);
 	/* The template was stopped when saved, so the clone starts paused. */
 	rc = qmp_call(&vm->qmp, "{\"execute\":\"cont\"}", NULL, 0,
 	    timeout_ms);
@@ -605,7 +615,7 @@ snapshot_boot(struct snapshot *s, char *err, size_t errlen)
 		return -1;
 	}
 	vm_args(&a, s, 0);
-	rc = vm_spawn(&vm, a.v, -1, logfd, s->tmpl->memory);
+	rc = vm_spawn(&vm, a.v, -1, logfd, s->tmpl->memory, 0);
 	argv_free(&a);
 	close(logfd);
 	if (rc < 0) {

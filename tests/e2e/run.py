@@ -160,6 +160,23 @@ def qemu_children(root):
     return out
 
 
+def thread_nices(pid):
+    """The nice values of PID's threads (a set), empty if it is gone."""
+    out = set()
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                data = f.read()
+        except OSError:
+            continue
+        out.add(int(data[data.rindex(")") + 2:].split()[16]))
+    return out
+
+
 def alive(pid, start):
     st = proc_stat(pid)
     return st is not None and st[2] == start
@@ -1604,6 +1621,7 @@ def test_client_abort_kills_vm(env):
 
     def stop(raw):
         if b"line 3" in raw and "pid" not in busy:
+            busy["nices"] = [thread_nices(p) for p in env.qemu()]
             busy["pid"] = env.busiest(0.8)
             return True
         return False
@@ -1611,6 +1629,9 @@ def test_client_abort_kills_vm(env):
                        stop=stop)
     check(b"line 1" in r.body, "no streamed line: %r" % r)
     check(busy.get("pid"), "no busy QEMU child while the handler streamed")
+    # The event's VM runs at normal priority; pooled ones wait at 10.
+    check({0} in busy["nices"], "no QEMU at nice 0 while the handler "
+          "streamed: %r" % busy["nices"])
     env.settle(gone=[busy["pid"]])
     check(env.vmcgi_pid() is not None, "vmcgi died")
     r = env.client.req("POST", hook("alpha/echo"), b"still here")
@@ -1676,6 +1697,10 @@ def test_qemu_sandboxed_without_network(env):
         if args == [b""]:
             continue
         looked += 1
+        # Idle in the pool or being loaded: background priority.
+        nices = thread_nices(pid)
+        check(nices in (set(), {10}), "pooled QEMU %d at nice %r"
+              % (pid, nices))
         mode = [l.split()[1] for l in status.splitlines()
                 if l.startswith("Seccomp:")]
         check(mode == ["2"], "QEMU %d seccomp mode %r" % (pid, mode))
