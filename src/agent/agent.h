@@ -93,7 +93,7 @@ void sandbox_empty(const char *);
 int zygote_start(void);
 int zygote_ready(void);
 int zygote_warm(void);
-int zygote_spawn(const struct job *, const int[3], pid_t *);
+int zygote_spawn(const struct job *, const int[3], int, pid_t *);
 int zygote_wanted(const struct job *);
 
 int agent_reap(pid_t, int *);

@@ -29,7 +29,7 @@
 #define RUN_OUTQ_HIGH (256 * 1024)	/* stop reading output above */
 #define RUN_READ_MAX (32 * 1024)	/* payload of one STDOUT/STDERR */
 
-enum { RUN_CHAN, RUN_SIG, RUN_IN, RUN_OUT, RUN_ERR, RUN_NFDS };
+enum { RUN_CHAN, RUN_SIG, RUN_IN, RUN_OUT, RUN_ERR, RUN_STAT, RUN_NFDS };
 
 struct run {
 	struct chan *r_chan;
@@ -39,10 +39,12 @@ struct run {
 	int r_in;		/* write end of its stdin; -1 once closed */
 	int r_out;		/* read ends of its stdout and stderr */
 	int r_err;
+	int r_stat;		/* a zygote handler's status pipe, or -1 */
 	int r_hup;		/* the host hung up: stop reading the port */
 	struct buf r_stdin;	/* body bytes it has not read yet */
 	int r_eof;		/* STDIN_EOF received */
 	int r_reaped;
+	int r_emptied;		/* its cgroup was killed */
 	int r_status;
 	const char *r_cgroup;	/* what to empty at the end */
 	uint64_t r_start;	/* CLOCK_MONOTONIC, ms */
@@ -257,7 +259,7 @@ handler_warm(void)
 	memset(&job, 0, sizeof(job));
 	memset(&r, 0, sizeof(r));
 	r.r_job = &job;
-	r.r_in = r.r_out = r.r_err = -1;
+	r.r_in = r.r_out = r.r_err = r.r_stat = -1;
 	if (buf_append(&job.j_script, script, sizeof(script) - 1) == 0 &&
 	    run_write_script(&job.j_script, &step) == 0 &&
 	    run_spawn(&r, &rf) == 0) {
@@ -284,14 +286,21 @@ handler_warm(void)
 static int
 run_zygote(struct run *r)
 {
-	int child[3], i, rc;
+	int child[3], st[2], i, rc;
 
 	if (run_pipes(r, child) != 0)
 		return 0;
+	if (pipe2(st, O_CLOEXEC | O_NONBLOCK) == -1) {
+		for (i = 0; i < 3; i++)
+			close(child[i]);
+		goto exec;
+	}
 	r->r_start = run_now();
-	rc = zygote_spawn(r->r_job, child, &r->r_pid);
+	rc = zygote_spawn(r->r_job, child, st[1], &r->r_pid);
 	for (i = 0; i < 3; i++)
 		close(child[i]);
+	close(st[1]);
+	r->r_stat = st[0];
 	if (rc == 1) {
 		/* The zygote became the handler: empty its group too. */
 		r->r_cgroup = AGENT_CG_SANDBOX;
@@ -300,6 +309,8 @@ run_zygote(struct run *r)
 	if (rc < 0)
 		log_warnx("zygote failed (%s): exec'ing the handler",
 		    strerror(-rc));
+	run_close(&r->r_stat);
+exec:
 	run_close(&r->r_in);
 	run_close(&r->r_out);
 	run_close(&r->r_err);
@@ -429,20 +440,47 @@ run_on_output(struct run *r, int *fdp, uint32_t type)
 	return chan_send(r->r_chan, type, tmp, n);
 }
 
-/*
- * Once the handler itself is gone, nothing of its cgroup may stay: kill the
- * rest so that its pipes reach EOF and the VM is quiet before EXIT.
- */
+/* The handler itself is gone; what it left is dealt with in run_loop. */
+static void
+run_ended(struct run *r)
+{
+	r->r_reaped = 1;
+	r->r_end = run_now();
+	run_close(&r->r_in);
+	buf_consume(&r->r_stdin, r->r_stdin.b_len);
+}
+
 static void
 run_on_child(struct run *r)
 {
-	if (r->r_reaped || !agent_reap(r->r_pid, &r->r_status))
+	int st;
+
+	/* Reaps, always: a SIGCHLD left unread would keep poll returning. */
+	if (!agent_reap(r->r_pid, &st) || r->r_reaped)
 		return;
-	r->r_reaped = 1;
-	r->r_end = run_now();
-	sandbox_empty(r->r_cgroup);
-	run_close(&r->r_in);
-	buf_consume(&r->r_stdin, r->r_stdin.b_len);
+	r->r_status = st;
+	run_ended(r);
+}
+
+/*
+ * A zygote handler's exit status, written just before it exits.  Anything
+ * but one status in range is ignored, and the exit itself counts then.
+ * The script could write here itself; it would only end itself early.
+ */
+static void
+run_on_status(struct run *r)
+{
+	int32_t code;
+	ssize_t n;
+
+	n = read(r->r_stat, &code, sizeof(code));
+	if (n == -1 && (errno == EINTR || errno == EAGAIN))
+		return;
+	run_close(&r->r_stat);
+	if (r->r_reaped || n != sizeof(code) || code < 0 || code > 255)
+		return;
+	r->r_status = code << 8;	/* as waitpid reports an exit */
+	run_ended(r);
 }
 
 static void
@@ -465,6 +503,8 @@ run_pollfds(struct run *r, struct pollfd *pfd)
 	pfd[RUN_OUT].events = POLLIN;
 	pfd[RUN_ERR].fd = outq_ok ? r->r_err : -1;
 	pfd[RUN_ERR].events = POLLIN;
+	pfd[RUN_STAT].fd = r->r_stat;
+	pfd[RUN_STAT].events = POLLIN;
 }
 
 /* Handles what poll reported.  Returns 0 or -errno (-EPROTO: bad host). */
@@ -476,6 +516,8 @@ run_events(struct run *r, const struct pollfd *pfd)
 
 	if (pfd[RUN_SIG].revents)
 		run_on_child(r);
+	if (pfd[RUN_STAT].revents)
+		run_on_status(r);
 	if (ce & POLLOUT)
 		rc = chan_flush(r->r_chan);
 	if (rc == 0 && (ce & POLLIN))
@@ -518,6 +560,17 @@ run_loop(struct run *r)
 		}
 		if ((rc = run_events(r, pfd)) != 0)
 			return rc;
+		/*
+		 * Whatever holds its stdout or stderr once the handler is
+		 * gone is killed, so that they reach EOF.  If nothing does,
+		 * the kill waits until EXIT is out: under TCG it cost 4-10 ms,
+		 * the processes it kills taking the vCPU from the agent.
+		 */
+		if (r->r_reaped && !r->r_emptied &&
+		    (r->r_out != -1 || r->r_err != -1)) {
+			sandbox_empty(r->r_cgroup);
+			r->r_emptied = 1;
+		}
 	}
 	return 0;
 }
@@ -556,7 +609,7 @@ handler_run(struct chan *c, struct job *job, int sigfd)
 	r.r_chan = c;
 	r.r_job = job;
 	r.r_sigfd = sigfd;
-	r.r_in = r.r_out = r.r_err = -1;
+	r.r_in = r.r_out = r.r_err = r.r_stat = -1;
 	r.r_cgroup = AGENT_CG_RUN;
 	if ((rc = run_write_script(&job->j_script, &step)) != 0)
 		return run_failed(&r, step, -rc);
@@ -566,12 +619,20 @@ handler_run(struct chan *c, struct job *job, int sigfd)
 
 	if ((rc = run_messages(&r)) == 0)
 		rc = run_loop(&r);
-	if (rc != 0 && !r.r_reaped)
+	if (rc != 0 && !r.r_reaped && !r.r_emptied) {
 		sandbox_empty(r.r_cgroup);
+		r.r_emptied = 1;
+	}
 	run_close(&r.r_in);
 	run_close(&r.r_out);
 	run_close(&r.r_err);
+	run_close(&r.r_stat);
 	buf_free(&r.r_stdin);
 	run_report(&r, rc);
+	/* Nothing of the handler may outlive EXIT by more than this. */
+	if (!r.r_emptied) {
+		chan_flush(c);
+		sandbox_empty(r.r_cgroup);
+	}
 	return rc == -EPROTO ? rc : 0;
 }

@@ -8,7 +8,8 @@
  * of zeros.  A request, in host byte order:
  *
  *   struct zyg_hdr, sent with SCM_RIGHTS: the handler's stdin, stdout,
- *   stderr and the read end of a "go" pipe;
+ *   stderr, the read end of a "go" pipe and the write end of a "status"
+ *   pipe;
  *   zh_len bytes of NUL-terminated strings: sys.executable, argv[0], the
  *   interpreter flag ("" or "-u"), the script path, then the ENV entries.
  *
@@ -17,13 +18,18 @@
  * child of PID 1) cost 15-35 ms under TCG.  It sets itself up to look
  * like `python3 SCRIPT` and answers with a struct zyg_reply: its pid, or
  * an errno.  It runs the script when a byte comes down the go pipe and
- * exits without running it on EOF.
+ * exits without running it on EOF.  Once the script is done and stdio
+ * flushed and closed, it lowers its priority, writes its exit status
+ * (int32) to the status pipe and exits.  The agent, woken at once, sends
+ * EXIT while the kernel still tears the interpreter's memory down
+ * (10-15 ms under TCG) in a VM that is destroyed next.
  *
- * Before that, a pooled clone may send one warm-up request: ZYG_WARM_MAGIC,
- * zh_len 0, the same four descriptors (go unused).  The zygote runs a
- * fixed snippet (guest/zygote.py) itself, set up as a handler would be,
- * puts its own stdio back and answers a zyg_reply of pid 0 and 0 or an
- * errno; it then waits for the real request as before.
+ * Before that, a pooled clone may send one warm-up request:
+ * ZYG_WARM_MAGIC, zh_len 0, the same five descriptors (go and status
+ * unused).  The zygote runs a fixed snippet (guest/zygote.py) itself, set
+ * up as a handler would be, puts its own stdio back and answers a
+ * zyg_reply of pid 0 and 0 or an errno; it then waits for the real request
+ * as before.
  */
 #define _GNU_SOURCE		/* pipe2 */
 
@@ -415,16 +421,16 @@ zyg_strings(const struct job *job, const struct zyg_interp *zi,
 
 /* Sends the header with the four descriptors.  Returns 0 or -errno. */
 static int
-zyg_send_hdr(const struct zyg_hdr *h, const int fds[3], int go)
+zyg_send_hdr(const struct zyg_hdr *h, const int fds[3], int go, int st)
 {
 	union {
 		struct cmsghdr align;
-		char b[CMSG_SPACE(4 * sizeof(int))];
+		char b[CMSG_SPACE(5 * sizeof(int))];
 	} cm;
 	struct iovec iov = { (void *)h, sizeof(*h) };
 	struct msghdr mh;
 	struct cmsghdr *c;
-	int all[4] = { fds[0], fds[1], fds[2], go };
+	int all[5] = { fds[0], fds[1], fds[2], go, st };
 	ssize_t n;
 
 	memset(&mh, 0, sizeof(mh));
@@ -447,7 +453,7 @@ zyg_send_hdr(const struct zyg_hdr *h, const int fds[3], int go)
 /* Sends one request.  Returns 0 or -errno; blocks up to SO_SNDTIMEO. */
 static int
 zyg_send(const struct job *job, const struct zyg_interp *zi,
-    const int fds[3], int go)
+    const int fds[3], int go, int st)
 {
 	struct buf b = { 0 };
 	struct zyg_hdr h;
@@ -459,7 +465,7 @@ zyg_send(const struct job *job, const struct zyg_interp *zi,
 		goto out;
 	h.zh_magic = ZYG_MAGIC;
 	h.zh_len = b.b_len;
-	if ((rc = zyg_send_hdr(&h, fds, go)) != 0)
+	if ((rc = zyg_send_hdr(&h, fds, go, st)) != 0)
 		goto out;
 	while (off < b.b_len) {
 		n = send(zyg_fd, buf_head(&b) + off, b.b_len - off,
@@ -483,12 +489,12 @@ out:
  */
 static int
 zyg_request(const struct job *job, const struct zyg_interp *zi,
-    const int fds[3], int go, pid_t *pid)
+    const int fds[3], int go, int st, pid_t *pid)
 {
 	struct zyg_reply rep;
 	int rc;
 
-	if ((rc = zyg_send(job, zi, fds, go)) != 0) {
+	if ((rc = zyg_send(job, zi, fds, go, st)) != 0) {
 		log_warnx("zygote: sendmsg: %s", strerror(-rc));
 		return rc;
 	}
@@ -508,14 +514,15 @@ zyg_request(const struct job *job, const struct zyg_interp *zi,
 /*
  * Starts the job's handler from the zygote if its first line asks for
  * python3 in a way the zygote reproduces exactly (see zyg_interp and
- * zyg_env_ok).  fds are the handler's stdin, stdout and stderr; the
- * caller keeps and closes them.  Returns 1 with *pid set (a child of PID
- * 1, already running its script), 0 if the job is not one for the zygote,
- * or -errno if the zygote failed (logged): the handler has not run and
- * the caller execs it instead.  A zygote that failed is killed.
+ * zyg_env_ok).  fds are the handler's stdin, stdout and stderr, st the
+ * write end of its status pipe; the caller keeps and closes them.
+ * Returns 1 with *pid set (a child of PID 1, already running its script),
+ * 0 if the job is not one for the zygote, or -errno if the zygote failed
+ * (logged): the handler has not run and the caller execs it instead.  A
+ * zygote that failed is killed.
  */
 int
-zygote_spawn(const struct job *job, const int fds[3], pid_t *pid)
+zygote_spawn(const struct job *job, const int fds[3], int st, pid_t *pid)
 {
 	struct zyg_interp zi;
 	int go[2], rc;
@@ -532,7 +539,7 @@ zygote_spawn(const struct job *job, const int fds[3], pid_t *pid)
 		zyg_stop(1);
 		return -errno;
 	}
-	rc = zyg_request(job, &zi, fds, go[0], pid);
+	rc = zyg_request(job, &zi, fds, go[0], st, pid);
 	close(go[0]);
 	/* EOF on go, not a byte, makes a handler that exists exit unrun. */
 	if (rc == 0 && write(go[1], "g", 1) != 1) {
@@ -595,7 +602,7 @@ zyg_warm_io(int null, const char **step)
 	fds[2] = null;
 	*step = "sendmsg";
 	if (rc == 0)
-		rc = zyg_send_hdr(&h, fds, null);
+		rc = zyg_send_hdr(&h, fds, null, null);
 	close(in[0]);
 	close(out[1]);
 	if (rc == 0) {
