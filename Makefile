@@ -96,7 +96,7 @@ $(BUILD)/agent: $(AGENT_SRCS) include/proto.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@ (static)")
 	$(Q)$(CC) -std=gnu11 -O2 -Wall -Wextra $(WERROR) -Iinclude -static \
-		-o $@ $(AGENT_SRCS)
+		-o $@ $(AGENT_SRCS) -lseccomp
 
 $(BUILD)/guest/initrd.img: $(BUILD)/agent guest/init guest/mkimage.sh guest/zygote.py
 	$(Q)guest/mkimage.sh $(BUILD)/guest $(BUILD)/debs $(BUILD)/agent
@@ -146,7 +146,7 @@ $(BUILD)/fuzz/obj/%.o: src/%.c include/*.h
 
 $(BUILD)/fuzz/fuzz_agent: tests/fuzz/fuzz_agent.c $(FUZZ_AOBJS)
 	@$(if $(Q),echo "  FUZZLD  $@")
-	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ -lseccomp
 
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJS)
 	@$(if $(Q),echo "  FUZZLD  $@")

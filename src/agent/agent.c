@@ -308,6 +308,9 @@ main(void)
 		log_warn("open \"/dev/urandom\"");
 		exit(1);
 	}
+	/* Handlers run inside these limits or not at all. */
+	if (sandbox_init() != 0)
+		exit(1);
 	/*
 	 * The zygote starts while the port is looked for.  Without it the
 	 * guest still serves, exec'ing every handler, so it is not fatal.

@@ -89,6 +89,10 @@ void handler_warm(void);
 /* sandbox.c */
 pid_t sandbox_fork(const char *);
 void sandbox_empty(const char *);
+/* Limits on the sandbox cgroup and the filter; 0 or -errno, logged. */
+int sandbox_init(void);
+/* In a child, after setuid: rlimits, no_new_privs, seccomp; 0 or -errno. */
+int sandbox_enter(void);
 
 int zygote_start(void);
 int zygote_ready(void);

@@ -160,6 +160,8 @@ run_child(const struct job *job, const int fds[3], int errfd)
 		run_child_fail(errfd, "setgid");
 	if (setuid(AGENT_UID) == -1)
 		run_child_fail(errfd, "setuid");
+	if ((errno = -sandbox_enter()) != 0)
+		run_child_fail(errfd, "rlimits and seccomp");
 	execve(AGENT_SCRIPT_PATH, argv, (char **)job->j_env);
 	run_child_fail(errfd, "execve " AGENT_SCRIPT_PATH);
 }

@@ -1,22 +1,60 @@
 /*
- * sandbox.c: the cgroups (v2) a handler runs in, which guest/init makes.
- * A handler is born in one, so that whatever it forks, however it
- * detaches, can be found and killed in one step at the end.
+ * sandbox.c: the walls around a handler inside the guest.  The cgroups
+ * (v2) it runs in, which guest/init makes: a handler is born in one, so
+ * that whatever it forks, however it detaches, is held to the group's
+ * limits and can be killed in one step at the end.  And what it carries
+ * across execve: resource limits and a seccomp filter.
  */
 #define _GNU_SOURCE
 
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <linux/filter.h>
 #include <linux/sched.h>	/* struct clone_args */
+#include <linux/seccomp.h>
+#include <seccomp.h>
 
 #include "agent.h"
+
+#define SANDBOX_PIDS_MAX "256"		/* a fork bomb stops here */
+#define SANDBOX_MEM_PERCENT 75		/* of the guest's MemTotal */
+#define SANDBOX_NOFILE 1024
+#define SANDBOX_FSIZE (64UL << 20)	/* /tmp holds 64 MB anyway */
+
+/*
+ * What a handler never needs and only widens the kernel it can reach:
+ * modules, kexec, reboot, mounts and namespaces, ptrace and other
+ * processes' memory, bpf, perf, userfaultfd, keyrings, io_uring, the
+ * clock, swap, accounting.  Most need a capability the handler lacks
+ * anyway; the filter keeps them away from kernel bugs as well.  Each
+ * fails with EPERM, as it would for an unprivileged caller.
+ */
+static const char *const sandbox_denied[] = {
+	"init_module", "finit_module", "delete_module", "kexec_load",
+	"kexec_file_load", "reboot", "mount", "umount2", "pivot_root",
+	"chroot", "unshare", "setns", "move_mount", "open_tree", "fsopen",
+	"fsconfig", "fsmount", "fspick", "mount_setattr", "ptrace",
+	"process_vm_readv", "process_vm_writev", "bpf", "perf_event_open",
+	"userfaultfd", "keyctl", "add_key", "request_key", "io_uring_setup",
+	"io_uring_enter", "io_uring_register", "settimeofday",
+	"clock_settime", "clock_adjtime", "adjtimex", "swapon", "swapoff",
+	"acct", "quotactl", "syslog", "iopl", "ioperm", "open_by_handle_at",
+	"name_to_handle_at", "fanotify_init", "lookup_dcookie", "sethostname",
+	"setdomainname", "vhangup",
+};
+
+static struct sock_fprog sandbox_prog;	/* built once, before the snapshot */
 
 /*
  * fork(2), with the child born in the given cgroup (made by guest/init),
@@ -89,4 +127,132 @@ sandbox_empty(const char *cgroup)
 		log_warn("write %s", path);
 	if (fd != -1)
 		close(fd);
+}
+
+/* Writes value to the file at dir/name.  Returns 0 or -errno, logged. */
+static int
+sandbox_write(const char *dir, const char *name, const char *value)
+{
+	char path[96];
+	size_t n = strlen(value);
+	int fd, rc = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if ((fd = open(path, O_WRONLY | O_CLOEXEC)) == -1 ||
+	    write(fd, value, n) != (ssize_t)n)
+		rc = -errno;
+	if (fd != -1)
+		close(fd);
+	if (rc != 0)
+		log_warnx("write %s \"%s\": %s", path, value, strerror(-rc));
+	return rc;
+}
+
+/* The guest's memory in bytes, from /proc/meminfo, or 0. */
+static unsigned long long
+sandbox_memtotal(void)
+{
+	unsigned long long kb = 0;
+	char line[128];
+	FILE *f;
+
+	if ((f = fopen("/proc/meminfo", "re")) == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "MemTotal: %llu kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb * 1024;
+}
+
+/*
+ * Builds the seccomp filter as BPF once; sandbox_enter only installs it,
+ * one prctl, where libseccomp's generation in every child would cost
+ * milliseconds under TCG.  Returns 0 or -errno.
+ */
+static int
+sandbox_build_filter(void)
+{
+	scmp_filter_ctx ctx;
+	char tmp[8192];
+	ssize_t n;
+	size_t i;
+	int p[2], rc, nr;
+
+	if ((ctx = seccomp_init(SCMP_ACT_ALLOW)) == NULL)
+		return -ENOMEM;
+	for (i = 0, rc = 0; rc == 0 && i < nitems(sandbox_denied); i++) {
+		nr = seccomp_syscall_resolve_name(sandbox_denied[i]);
+		if (nr == __NR_SCMP_ERROR)
+			continue;	/* not on this architecture */
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
+	}
+	/* A filter of a few hundred bytes: a pipe takes it whole. */
+	if (rc == 0 && pipe2(p, O_CLOEXEC) == -1)
+		rc = -errno;
+	else if (rc == 0) {
+		rc = seccomp_export_bpf(ctx, p[1]);
+		close(p[1]);
+		n = rc == 0 ? read(p[0], tmp, sizeof(tmp)) : -1;
+		close(p[0]);
+		if (rc == 0 && (n <= 0 || n % sizeof(struct sock_filter) != 0))
+			rc = -EIO;
+		if (rc == 0 && (sandbox_prog.filter = malloc(n)) == NULL)
+			rc = -ENOMEM;
+		if (rc == 0) {
+			memcpy(sandbox_prog.filter, tmp, n);
+			sandbox_prog.len = n / sizeof(struct sock_filter);
+		}
+	}
+	seccomp_release(ctx);
+	return rc;
+}
+
+int
+sandbox_init(void)
+{
+	unsigned long long mem = sandbox_memtotal();
+	char max[32];
+	int rc;
+
+	if ((rc = sandbox_build_filter()) != 0) {
+		log_warnx("seccomp filter for handlers: %s", strerror(-rc));
+		return rc;
+	}
+	if ((rc = sandbox_write("/sys/fs/cgroup", "cgroup.subtree_control",
+	    "+pids +memory")) != 0)
+		return rc;
+	if (mem == 0) {
+		log_warnx("no MemTotal in /proc/meminfo");
+		return -EIO;
+	}
+	snprintf(max, sizeof(max), "%llu", mem / 100 * SANDBOX_MEM_PERCENT);
+	if ((rc = sandbox_write(AGENT_CG_SANDBOX, "pids.max",
+	    SANDBOX_PIDS_MAX)) != 0 ||
+	    (rc = sandbox_write(AGENT_CG_SANDBOX, "memory.max", max)) != 0 ||
+	    (rc = sandbox_write(AGENT_CG_SANDBOX, "memory.oom.group",
+	    "1")) != 0)
+		return rc;
+	return 0;
+}
+
+int
+sandbox_enter(void)
+{
+	struct rlimit nofile = { SANDBOX_NOFILE, SANDBOX_NOFILE };
+	struct rlimit fsize = { SANDBOX_FSIZE, SANDBOX_FSIZE };
+	struct rlimit core = { 0, 0 };
+
+	if (setrlimit(RLIMIT_NOFILE, &nofile) == -1 ||
+	    setrlimit(RLIMIT_FSIZE, &fsize) == -1 ||
+	    setrlimit(RLIMIT_CORE, &core) == -1)
+		return -errno;
+	/* Without capabilities a filter needs no_new_privs. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+		return -errno;
+	if (sandbox_prog.len == 0)
+		return -EINVAL;
+	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &sandbox_prog) == -1)
+		return -errno;
+	return 0;
 }

@@ -117,6 +117,10 @@ zyg_child(int sock)
 		log_warn("zygote: dropping to uid %d", AGENT_UID);
 		_exit(127);
 	}
+	if ((errno = -sandbox_enter()) != 0) {
+		log_warn("zygote: rlimits and seccomp");
+		_exit(127);
+	}
 	execve(ZYG_PYTHON, argv, envp);
 	log_warn("zygote: execve \"%s\"", ZYG_PYTHON);
 	_exit(127);

@@ -94,6 +94,16 @@ BETA = {
     "plant": {"script": "plant.sh"},
     "echo": {"script": "echo.sh"},
 }
+# Abusive handlers (issue 4), each followed by normal events.
+MALLORY = {
+    "forkbomb": {"script": "forkbomb.sh", "timeout": "4s"},
+    "balloon": {"script": "balloon.py", "timeout": "60s"},
+    "fill": {"script": "fill.sh", "timeout": "60s"},
+    "outerr": {"script": "outerr.py", "timeout": "90s"},
+    "closeout": {"script": "closeout.sh", "timeout": "3s"},
+    "killparent": {"script": "killparent.sh"},
+    "echo": {"script": "echo.sh"},
+}
 # A tenant that may run one event at a time, for the backpressure tests.
 FLOOD = {
     "slow": {"script": "slow.sh"},
@@ -574,7 +584,7 @@ class Env:
                 "boot_timeout": "180s"}),
         ]
         for tenant, handlers in (("alpha", ALPHA), ("beta", BETA),
-                                 ("flood", FLOOD)):
+                                 ("flood", FLOOD), ("mallory", MALLORY)):
             keys = {"dir": os.path.join(self.tenants, tenant)}
             keys.update(TENANT_KEYS.get(tenant, {}))
             parts.append(ini_section("tenant " + tenant, keys))
@@ -1638,6 +1648,96 @@ def test_client_abort_kills_vm(env):
     check(r.status == 200 and r.body == b"still here", "next: %r" % r)
 
 
+def abuse(env, route, statuses, why, timeout=120):
+    """Runs the abusive handler ROUTE through nginx: the answer is one of
+    STATUSES, vmcgi's log line for it contains WHY, and afterwards an
+    event of the same tenant and one of another succeed, vmcgi is alive
+    and no QEMU is left beyond the pool.  Returns the response."""
+    mark = env.log_mark()
+    r = env.client.req("POST", hook("mallory/" + route), b"",
+                       timeout=timeout)
+    check(r.status in statuses, "status %d, want %s: %r"
+          % (r.status, statuses, r))
+    rid = check_rid(r)
+    lines = env.wait_log(mark, lambda ls: any(
+        rid in l and "status=" in l for l in ls), 10)
+    check(lines, "no log line for %s" % rid)
+    end = [l for l in lines if rid in l and "status=" in l][0]
+    check(why in end, "log line does not say %r: %r" % (why, end))
+    for other in ("mallory/echo", "beta/echo"):
+        n = env.client.req("POST", hook(other), b"after " + route.encode())
+        check(n.status == 200 and n.body == b"after " + route.encode(),
+              "%s after %s: %r" % (other, route, n))
+    check(env.vmcgi_pid() is not None, "vmcgi died")
+    env.settle()
+    return r
+
+
+@test(timeout=120)
+def test_abuse_fork_bomb(env):
+    """A fork bomb meets the guest's pids limit; the timeout ends it."""
+    abuse(env, "forkbomb", (504,), "exit=timeout")
+
+
+@test(timeout=180)
+def test_abuse_memory_balloon(env):
+    """Memory past the guest's limit for handlers: the kernel kills the
+    handler, the answer is 502, the agent and vmcgi carry on."""
+    r = abuse(env, "balloon", (502,), "exit=signal 9")
+    check_error(r, 502)
+
+
+@test(timeout=180)
+def test_abuse_fill_tmpfs(env):
+    """Filling /tmp stops at the file size limit or the tmpfs size."""
+    r = abuse(env, "fill", (502,), "exit=3")
+    check_error(r, 502)
+
+
+@test(timeout=240)
+def test_abuse_50mb_out_and_err(env):
+    """50 MB on stdout and 50 MB on stderr at once: the body arrives
+    whole, the log holds only stderr_limit of stderr."""
+    mark = env.log_mark()
+    r = abuse(env, "outerr", (200,), "exit=0", timeout=200)
+    check(len(r.body) == 50 << 20 and r.body == b"o" * (50 << 20),
+          "body of %d bytes" % len(r.body))
+    log_ = env.log_since(mark)
+    dropped = re.findall(r"stderr: (\d+) more bytes dropped", log_)
+    check(dropped and int(dropped[0]) >= (50 << 20) - 2 * STDERR_LIMIT,
+          "stderr not cut in the log: %r" % dropped)
+    check(len(log_) < 64 * 1024, "log grew by %d bytes" % len(log_))
+    rss, _ = proc_mem_fds(env.vmcgi_pid())
+    check(rss < 64 * 1024, "vmcgi RSS %d kB after 100 MB of output" % rss)
+
+
+@test(timeout=120)
+def test_abuse_closed_stdout(env):
+    """A handler that closes stdout and stderr and keeps running is ended
+    by its timeout: 504, not a success."""
+    r = abuse(env, "closeout", (504,), "exit=timeout")
+    check_error(r, 504)
+
+
+@test()
+def test_abuse_kill_parent_reboot(env):
+    """Killing the agent, rebooting, mounting, reading PID 1: refused;
+    the handler runs under seccomp and no_new_privs, 1024 files, in the
+    sandbox cgroup with its pids and memory limits."""
+    r = abuse(env, "killparent", (200,), "exit=0")
+    want = (b"kill 1: refused\nkill parent: refused\nreboot: refused\n"
+            b"mount: refused\nenviron of 1: refused\n")
+    check(r.body.startswith(want), "body %r" % r.body)
+    check(re.search(rb"^Seccomp:\s+2$", r.body, re.M) and
+          re.search(rb"^NoNewPrivs:\s+1$", r.body, re.M),
+          "no seccomp filter: %r" % r.body)
+    m = re.search(rb"\n0::/sandbox/run\n(\d+)\n(\d+)\n1024\nalive\n$", r.body)
+    check(m, "cgroup, limits: %r" % r.body)
+    pids, mem = int(m.group(1)), int(m.group(2))
+    check(pids == 256 and 0 < mem <= 400 << 20,
+          "pids.max %d, memory.max %d (guest 512M)" % (pids, mem))
+
+
 def proc_mem_fds(pid):
     """(VmRSS in kB, open descriptors) of PID, each the least of samples
     over two seconds: the pool's refiller holds a few descriptors for a
@@ -1681,6 +1781,8 @@ def soak_one(env, i):
 def test_qemu_sandboxed_without_network(env):
     """Every QEMU of vmcgi runs under a seccomp filter (QEMU's -sandbox)
     and has no network device at all."""
+    # Only idle clones: one being started has not installed its filter.
+    env.pool_full()
     q = env.qemu()
     check(q, "no QEMU child to look at (the warm pool is empty?)")
     looked = 0

@@ -1,0 +1,3 @@
+#!/bin/sh
+# The normal event that must still succeed after each abuse.
+cat
