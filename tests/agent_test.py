@@ -884,12 +884,16 @@ PROBE_HEADS = {
     "execve via sh": "#!/bin/sh\n",
     "execve, -E": "#!/usr/bin/python3 -E\n",
     "execve, env, LANG": "#!/usr/bin/env python3\n",
+    # HOME moves site.USER_BASE, which the template computed without it.
+    "zygote, HOME": "#!/usr/bin/python3\n",
+    "execve via sh, HOME": "#!/bin/sh\n",
 }
 probes = {}
 
 
 def t_probe(c, name):
-    env = PY_ENV + (["LANG=C"] if "LANG" in name else [])
+    env = PY_ENV + (["LANG=C"] if "LANG" in name else []) + \
+        (["HOME=/tmp/h"] if "HOME" in name else [])
     r = c.run(PROBE_HEADS[name] + PROBE_LINE2 + PROBE, env=env)
     r.expect(EXITED, 0, stderr=b"")
     probes[name] = json.loads(bytes(r.stdout))
@@ -958,6 +962,10 @@ def t_probes_agree(c):
                {"zygote", "environ", "comm"})
     probe_diff("zygote", "execve, -E", {"zygote", "flags", "orig_argv"})
     probe_diff("zygote, env", "execve, env, LANG", {"zygote", "environ"})
+    probe_diff("zygote, HOME", "execve via sh, HOME",
+               {"zygote", "environ", "comm"})
+    check(probes["zygote, HOME"]["site"][0] == "/tmp/h/.local",
+          "USER_BASE with HOME %r" % probes["zygote, HOME"]["site"])
     check(probes["zygote"]["environ"] == [e.split("=", 1) for e in PY_ENV],
           "environ %r" % probes["zygote"]["environ"])
     for name, seen in py_seen.items():
