@@ -35,6 +35,7 @@ CFLAGS	+= -pthread
 LDLIBS	+= -lfcgi
 LDLIBS	+= -liniparser
 LDLIBS	+= -pthread
+LDLIBS	+= -lseccomp
 
 SRCS	:= src/accel.c
 SRCS	+= src/admit.c
@@ -92,7 +93,7 @@ $(BUILD)/vmcgi: $(OBJS) $(BUILD)/obj/main.o
 
 AGENT_SRCS := $(wildcard src/agent/*.c)
 
-$(BUILD)/agent: $(AGENT_SRCS) include/proto.h
+$(BUILD)/agent: $(AGENT_SRCS) include/proto.h include/denylist.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@ (static)")
 	$(Q)$(CC) -std=gnu11 -O2 -Wall -Wextra $(WERROR) -Iinclude -static \
@@ -146,7 +147,7 @@ $(BUILD)/fuzz/obj/%.o: src/%.c include/*.h
 
 $(BUILD)/fuzz/fuzz_agent: tests/fuzz/fuzz_agent.c $(FUZZ_AOBJS)
 	@$(if $(Q),echo "  FUZZLD  $@")
-	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ -lseccomp
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
 
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJS)
 	@$(if $(Q),echo "  FUZZLD  $@")

@@ -82,6 +82,12 @@ int	vm_warm(struct vm *vm, int timeout_ms, char *err, size_t errlen);
  */
 int	vm_resume(struct vm *vm, int timeout_ms, char *err, size_t errlen);
 
+/*
+ * Build the seccomp filter every QEMU gets on top of its own -sandbox.
+ * Call once at start-up, before any VM.  0, or -errno with a log line.
+ */
+int	vm_filter_init(void);
+
 /* Kill the clone's QEMU, reap it, close everything.  Idempotent. */
 void	vm_destroy(struct vm *vm);
 

@@ -206,6 +206,8 @@ main(int argc, char *argv[])
 	 * ends vmcgi at once, and the parent-death signal ends that QEMU.
 	 */
 	setup_cgroups();
+	if (vm_filter_init() != 0)
+		fatalx("cannot build the seccomp filter for QEMU");
 	srv.snaps = prepare_templates(&cfg);
 	block_signals(&set);
 	if (admit_init(&srv.admit, &cfg) < 0)

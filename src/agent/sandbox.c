@@ -20,12 +20,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <linux/filter.h>
 #include <linux/sched.h>	/* struct clone_args */
 #include <linux/seccomp.h>
-#include <seccomp.h>
 
 #include "agent.h"
+#include "denylist.h"
 
 #define SANDBOX_PIDS_MAX "256"		/* a fork bomb stops here */
 #define SANDBOX_MEM_PERCENT 75		/* of the guest's MemTotal */
@@ -165,49 +164,6 @@ sandbox_memtotal(void)
 	return kb * 1024;
 }
 
-/*
- * Builds the seccomp filter as BPF once; sandbox_enter only installs it,
- * one prctl, where libseccomp's generation in every child would cost
- * milliseconds under TCG.  Returns 0 or -errno.
- */
-static int
-sandbox_build_filter(void)
-{
-	scmp_filter_ctx ctx;
-	char tmp[8192];
-	ssize_t n;
-	size_t i;
-	int p[2], rc, nr;
-
-	if ((ctx = seccomp_init(SCMP_ACT_ALLOW)) == NULL)
-		return -ENOMEM;
-	for (i = 0, rc = 0; rc == 0 && i < nitems(sandbox_denied); i++) {
-		nr = seccomp_syscall_resolve_name(sandbox_denied[i]);
-		if (nr == __NR_SCMP_ERROR)
-			continue;	/* not on this architecture */
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
-	}
-	/* A filter of a few hundred bytes: a pipe takes it whole. */
-	if (rc == 0 && pipe2(p, O_CLOEXEC) == -1)
-		rc = -errno;
-	else if (rc == 0) {
-		rc = seccomp_export_bpf(ctx, p[1]);
-		close(p[1]);
-		n = rc == 0 ? read(p[0], tmp, sizeof(tmp)) : -1;
-		close(p[0]);
-		if (rc == 0 && (n <= 0 || n % sizeof(struct sock_filter) != 0))
-			rc = -EIO;
-		if (rc == 0 && (sandbox_prog.filter = malloc(n)) == NULL)
-			rc = -ENOMEM;
-		if (rc == 0) {
-			memcpy(sandbox_prog.filter, tmp, n);
-			sandbox_prog.len = n / sizeof(struct sock_filter);
-		}
-	}
-	seccomp_release(ctx);
-	return rc;
-}
-
 int
 sandbox_init(void)
 {
@@ -215,7 +171,9 @@ sandbox_init(void)
 	char max[32];
 	int rc;
 
-	if ((rc = sandbox_build_filter()) != 0) {
+	rc = denylist_build(sandbox_denied, nitems(sandbox_denied),
+	    &sandbox_prog);
+	if (rc != 0) {
 		log_warnx("seccomp filter for handlers: %s", strerror(-rc));
 		return rc;
 	}

@@ -1779,8 +1779,8 @@ def soak_one(env, i):
 
 @test()
 def test_qemu_sandboxed_without_network(env):
-    """Every QEMU of vmcgi runs under a seccomp filter (QEMU's -sandbox)
-    and has no network device at all."""
+    """Every QEMU of vmcgi runs under two seccomp filters (QEMU's
+    -sandbox and vmcgi's own) and has no network device at all."""
     # Only idle clones: one being started has not installed its filter.
     env.pool_full()
     q = env.qemu()
@@ -1806,6 +1806,11 @@ def test_qemu_sandboxed_without_network(env):
         mode = [l.split()[1] for l in status.splitlines()
                 if l.startswith("Seccomp:")]
         check(mode == ["2"], "QEMU %d seccomp mode %r" % (pid, mode))
+        # vmcgi's own filter under QEMU's -sandbox.
+        filters = [int(l.split()[1]) for l in status.splitlines()
+                   if l.startswith("Seccomp_filters:")]
+        check(filters and filters[0] >= 2, "QEMU %d has %r seccomp "
+              "filters, want ours and its own" % (pid, filters))
         check(b"-nic" in args and args[args.index(b"-nic") + 1] == b"none",
               "QEMU %d without -nic none" % pid)
         check(not any(a.startswith(b"-netdev") or b"user," in a
