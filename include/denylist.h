@@ -38,7 +38,8 @@ denylist_build(const char *const *names, size_t n, struct sock_fprog *prog)
 	for (i = 0; rc == 0 && i < n; i++) {
 		nr = seccomp_syscall_resolve_name(names[i]);
 		if (nr != __NR_SCMP_ERROR)
-			rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
+			rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM),
+			    nr, 0);
 	}
 	/* A few hundred bytes of BPF: a pipe takes it whole. */
 	if (rc == 0 && pipe2(p, O_CLOEXEC) == -1)

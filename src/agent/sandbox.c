@@ -53,7 +53,8 @@ static const char *const sandbox_denied[] = {
 	"setdomainname", "vhangup",
 };
 
-static struct sock_fprog sandbox_prog;	/* built once, before the snapshot */
+/* Built once, before the snapshot. */
+static struct sock_fprog sandbox_prog;
 
 /*
  * fork(2), with the child born in the given cgroup (made by guest/init),
