@@ -43,6 +43,7 @@ SRCS	+= src/cgroup.c
 SRCS	+= src/chan.c
 SRCS	+= src/config.c
 SRCS	+= src/fcgiguard.c
+SRCS	+= src/jail.c
 SRCS	+= src/log.c
 SRCS	+= src/pool.c
 SRCS	+= src/qmp.c

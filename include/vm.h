@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "cgroup.h"
+#include "jail.h"
 #include "chan.h"
 #include "config.h"
 #include "qmp.h"
@@ -23,6 +24,7 @@ struct snapshot {
 	pthread_rwlock_t files;		/* held to rename the pair */
 	const char	*accel;		/* "kvm" or "tcg" */
 	char		*cmdline;	/* guest kernel command line */
+	struct jail	*jail;		/* what a clone's QEMU sees */
 	int		 reused; /* 1 if an earlier run's snapshot fit */
 	unsigned	 boot_ms;	/* cold boot to ready, if booted now */
 };

@@ -234,7 +234,7 @@ vm_args(struct argv *a, const struct snapshot *s, int clone)
  */
 static void
 vm_child(char **argv, int chan, int qmp, int state, int errfd, pid_t parent,
-    const struct vm_cgroup *cg, int nice)
+    const struct vm_cgroup *cg, int nice, const struct jail *jail)
 {
 	int fds[4] = { chan, qmp, state, errfd };
 	sigset_t none;
@@ -254,7 +254,8 @@ vm_child(char **argv, int chan, int qmp, int state, int errfd, pid_t parent,
 	 */
 	if (setrlimit(RLIMIT_CORE, &nocore) < 0 ||
 	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
-	    unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0 ||
+	    unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
+	    (jail != NULL ? CLONE_NEWNS : 0)) < 0 ||
 	    cgroup_enter(cg) < 0)
 		_exit(126);
 	/*
@@ -274,6 +275,8 @@ vm_child(char **argv, int chan, int qmp, int state, int errfd, pid_t parent,
 	if (fds[2] >= 0 && dup2(fds[2], VM_FD_STATE) < 0)
 		_exit(126);
 	close_range(VM_FD_STATE + (fds[2] >= 0), ~0U, 0);
+	if (jail != NULL && jail_enter(jail) < 0)
+		_exit(125);
 	/* Last: it refuses unshare, which the steps above use. */
 	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &vm_filter) < 0)
 		_exit(126);
@@ -287,7 +290,7 @@ vm_child(char **argv, int chan, int qmp, int state, int errfd, pid_t parent,
  */
 static int
 vm_spawn(struct vm *vm, char **argv, int statefd, int errfd_in,
-    uint64_t guest_mem, int nice)
+    uint64_t guest_mem, int nice, const struct jail *jail)
 {
 	int chan[2] = { -1, -1 }, qmp[2] = { -1, -1 }, errp[2] = { -1, -1 };
 	pid_t parent = getpid();
@@ -312,7 +315,8 @@ vm_spawn(struct vm *vm, char **argv, int statefd, int errfd_in,
 	}
 	if (vm->pid == 0)
 		vm_child(argv, chan[1], qmp[1], statefd,
-		    errfd_in >= 0 ? errfd_in : errp[1], parent, &vm->cg, nice);
+		    errfd_in >= 0 ? errfd_in : errp[1], parent, &vm->cg, nice,
+		    jail);
 	vm_live_set(0, vm->pid);
 	close(chan[1]);
 	close(qmp[1]);
@@ -554,7 +558,7 @@ vm_load(struct snapshot *s, struct vm *vm, int background, int timeout_ms,
 	}
 	vm_args(&a, s, 1);
 	rc = vm_spawn(vm, a.v, statefd, -1, s->tmpl->memory,
-	    background ? VM_NICE_BACKGROUND : 0);
+	    background ? VM_NICE_BACKGROUND : 0, s->jail);
 	argv_free(&a);
 	close(statefd);
 	if (rc == 0)
@@ -655,7 +659,8 @@ snapshot_boot(struct snapshot *s, char *err, size_t errlen)
 		return -1;
 	}
 	vm_args(&a, s, 0);
-	rc = vm_spawn(&vm, a.v, -1, logfd, s->tmpl->memory, 0);
+	/* No jail: the template runs before any tenant input exists. */
+	rc = vm_spawn(&vm, a.v, -1, logfd, s->tmpl->memory, 0, NULL);
 	argv_free(&a);
 	close(logfd);
 	if (rc < 0) {
@@ -806,6 +811,48 @@ snapshot_write_stamp(const char *path, const char *stamp)
 }
 
 /*
+ * What a clone's QEMU may see: /usr (QEMU, its libraries and firmware),
+ * the loader's cache, this template's kernel, initrd and RAM file, and
+ * the devices QEMU opens.  The RAM file is bound writable: QEMU 7.2's
+ * memory-backend-file opens it read-write even for a private mapping
+ * (docs/security.md).  0, or -1 with a message in err.
+ */
+static int
+snapshot_jail(struct snapshot *s, const struct config *cfg, char *err,
+    size_t errlen)
+{
+	struct jail *j;
+	int rc = 0;
+
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		abort();
+	if (jail_setup(cfg->state_dir, j->root, sizeof(j->root)) < 0) {
+		free(j);
+		snprintf(err, errlen, "cannot make the jail directory");
+		return -1;
+	}
+	rc |= jail_add(j, "/usr", 1, 0);
+	if (access("/etc/ld.so.cache", R_OK) == 0)
+		rc |= jail_add(j, "/etc/ld.so.cache", 1, 0);
+	if (strncmp(s->qemu, "/usr/", 5) != 0)
+		rc |= jail_add(j, s->qemu, 1, 1);
+	rc |= jail_add(j, s->tmpl->kernel, 1, 0);
+	rc |= jail_add(j, s->tmpl->initrd, 1, 0);
+	rc |= jail_add(j, s->mem_path, 0, 0);
+	rc |= jail_add(j, "/dev/null", 0, 0);
+	rc |= jail_add(j, "/dev/urandom", 0, 0);
+	if (strcmp(s->accel, "kvm") == 0)
+		rc |= jail_add(j, "/dev/kvm", 0, 0);
+	if (rc != 0) {
+		free(j);
+		snprintf(err, errlen, "a path for the jail is too long");
+		return -1;
+	}
+	s->jail = j;
+	return 0;
+}
+
+/*
  * The RAM file is replaced by rename, never rewritten in place: a clone of
  * an older snapshot still maps the old inode, which must not change under
  * it.
@@ -875,6 +922,8 @@ snapshot_prepare(struct snapshot *s, const struct config *cfg,
 		snprintf(err, errlen, "%s", stamp);
 		return -1;
 	}
+	if (snapshot_jail(s, cfg, err, errlen) < 0)
+		return -1;
 	if (snapshot_stamp_matches(s->stamp_path, stamp) &&
 	    access(s->mem_path, R_OK) == 0 &&
 	    access(s->state_path, R_OK) == 0) {
@@ -887,6 +936,7 @@ snapshot_prepare(struct snapshot *s, const struct config *cfg,
 void
 snapshot_free(struct snapshot *s)
 {
+	free(s->jail);
 	free(s->mem_path);
 	free(s->state_path);
 	free(s->stamp_path);

@@ -1780,7 +1780,8 @@ def soak_one(env, i):
 @test()
 def test_qemu_sandboxed_without_network(env):
     """Every QEMU of vmcgi runs under two seccomp filters (QEMU's
-    -sandbox and vmcgi's own) and has no network device at all."""
+    -sandbox and vmcgi's own), has no network device at all and sees a
+    file system of its own (check_jail)."""
     # Only idle clones: one being started has not installed its filter.
     env.pool_full()
     q = env.qemu()
@@ -1832,6 +1833,43 @@ def test_qemu_sandboxed_without_network(env):
             check(mine != its, "QEMU %d shares vmcgi's %s namespace"
                   % (pid, ns))
     check(looked > 0, "every QEMU child was exiting: %r" % q)
+    jailed = sum(check_jail(env, pid) for pid in q)
+    check(jailed > 0, "no QEMU's jail could be looked at: %r" % q)
+
+
+def check_jail(env, pid):
+    """A clone's QEMU sees only /usr, the loader's cache, its template's
+    kernel, initrd and RAM file and three devices, on a read-only root:
+    no tenant directory, no state but the RAM file, no /proc or /sys."""
+    root = "/proc/%d/root" % pid
+    try:
+        seen = set()
+        for d, dirs, files in os.walk(root):
+            rel = os.path.relpath(d, root)
+            if rel == "usr":
+                dirs[:] = []
+                continue
+            for f in files + [x for x in dirs
+                              if os.path.islink(os.path.join(d, x))]:
+                seen.add(os.path.normpath(os.path.join("/", rel, f)))
+        with open("/proc/%d/mountinfo" % pid) as f:
+            mounts = [l.split() for l in f]
+    except OSError:
+        return False                    # it exited meanwhile
+    if not seen:
+        return False
+    g = os.path.join(env.build, "guest")
+    want = {"/bin", "/sbin", "/lib", "/lib64", "/dev/null", "/dev/urandom",
+            "/etc/ld.so.cache", os.path.join(g, "vmlinuz"),
+            os.path.join(g, "initrd.img"),
+            os.path.join(env.tmp, "state", "e2e.mem")}
+    check(seen == want, "QEMU %d sees %r" % (pid, sorted(seen ^ want)))
+    check(not os.path.exists(root + env.tenants),
+          "QEMU %d sees the tenants' directory" % pid)
+    top = [m for m in mounts if m[4] == "/"]
+    check(top and "ro" in top[0][5].split(","),
+          "QEMU %d's root is not read-only: %r" % (pid, top))
+    return True
 
 
 @test()
