@@ -1927,8 +1927,8 @@ def test_soak_no_leaks(env):
     """Many events with crashes, timeouts, 413s and client aborts mixed
     in, four at a time: afterwards vmcgi's memory and descriptors are back
     where they were and no QEMU is left beyond the pool.  SOAK_EVENTS sets
-    the count (default 1000)."""
-    total = int(os.environ.get("SOAK_EVENTS", "1000"))
+    the count (default 2000: "thousands", issue 3)."""
+    total = int(os.environ.get("SOAK_EVENTS", "2000"))
     pid = env.vmcgi_pid()
     for i in range(20):             # every worker and arena has run once
         soak_one(env, i)
