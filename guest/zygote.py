@@ -49,6 +49,7 @@ HDR_LEN = 8
 MAX_REQUEST = 20 << 20		# more than PROTO_MAX_ENV entries can fill
 NFDS = 5			# stdin, stdout, stderr, go, status
 status_fd = -1			# the handler's exit status goes here
+handler_pid = 0			# the process that may write it
 
 
 def u32(b, off):
@@ -176,11 +177,24 @@ def serve(sock, fds, strings):
         os._exit(127)
     if go != b"g":
         os._exit(127)
-    global status_fd
-    status_fd = fds[4]
+    global status_fd, handler_pid
+    status_fd, handler_pid = fds[4], os.getpid()
     os.closerange(3, status_fd)
     os.closerange(status_fd + 1, 1 << 16)
+    # Only this process reports its status: a child forked by the script
+    # that ends through leave() must not speak for the handler.
+    os.register_at_fork(after_in_child=forget_status)
     return script
+
+
+def forget_status():
+    global status_fd
+    if status_fd >= 0:
+        try:
+            os.close(status_fd)
+        except OSError:
+            pass
+    status_fd = -1
 
 
 # What the warm-up runs: what webhook transforms commonly do, on a
@@ -408,6 +422,9 @@ def exit_status(exc):
     if code is None:
         return 0
     if isinstance(code, int):
+        # (int)PyLong_AsLong(code): -1 when it does not fit in a long.
+        if not -(1 << 63) <= code < (1 << 63):
+            return 255
         return code & 0xff
     try:
         print(code, file=sys.stderr)
@@ -437,17 +454,20 @@ def leave(status):
     if "threading" in sys.modules:
         sys.modules["threading"]._shutdown()
     atexit._run_exitfuncs()
-    flush_files()
+    # CPython's order: sys.stdout and sys.stderr (skipped when closed),
+    # then, while it tears modules down, the files left open.
     for f in (sys.stdout, sys.stderr):
         try:
-            f.flush()
+            if f is not None and not f.closed:
+                f.flush()
         except Exception:
             if f is sys.stdout:
                 status = 120
+    flush_files()
     # The agent takes the status from here, stdio closed, and sends EXIT
     # while the kernel tears this process's memory down: at the lowest
     # priority, so that the agent, woken, runs first on the one vCPU.
-    if status_fd >= 0:
+    if status_fd >= 0 and os.getpid() == handler_pid:
         for fd in (0, 1, 2):
             try:
                 os.close(fd)

@@ -266,6 +266,10 @@ g_state_dir(struct loader *l, void *o, const char *v)
 {
 	struct config *c = o;
 
+	/* The RAM file under it is named in a QEMU option. */
+	if (strchr(v, ',') != NULL)
+		return load_error(l, "state_dir \"%s\": QEMU cannot take a "
+		    "',' in a file name", v);
 	free(c->state_dir);
 	c->state_dir = load_path(l, v);
 	return 0;
@@ -389,16 +393,26 @@ load_existing(struct loader *l, const char *v, int dir, char **out)
 	return 0;
 }
 
+/* QEMU's option syntax takes a ',' for the next option: refuse it. */
+static int
+load_qemu_path(struct loader *l, const char *v, char **out)
+{
+	if (strchr(v, ',') != NULL)
+		return load_error(l, "\"%s\": QEMU cannot take a ',' in a "
+		    "file name", v);
+	return load_existing(l, v, 0, out);
+}
+
 static int
 t_kernel(struct loader *l, void *o, const char *v)
 {
-	return load_existing(l, v, 0, &((struct tmpl *)o)->kernel);
+	return load_qemu_path(l, v, &((struct tmpl *)o)->kernel);
 }
 
 static int
 t_initrd(struct loader *l, void *o, const char *v)
 {
-	return load_existing(l, v, 0, &((struct tmpl *)o)->initrd);
+	return load_qemu_path(l, v, &((struct tmpl *)o)->initrd);
 }
 
 static int
@@ -1041,6 +1055,15 @@ config_open(struct loader *l, const char *path)
 		slash[1] = '\0';
 	else
 		*slash = '\0';
+	/*
+	 * Paths go to QEMU, which runs with "/" as its working directory in
+	 * its jail: make them absolute whatever directory vmcgi started in.
+	 */
+	if ((slash = realpath(l->dir, NULL)) == NULL)
+		return load_error(l, "realpath \"%s\": %s", l->dir,
+		    strerror(errno));
+	free(l->dir);
+	l->dir = slash;
 	n = iniparser_getnsec(l->ini);
 	l->cfg->tmpls = calloc((size_t)n + 1, sizeof(struct tmpl));
 	l->cfg->tenants = calloc((size_t)n + 1, sizeof(struct tenant));

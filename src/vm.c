@@ -845,7 +845,8 @@ snapshot_jail(struct snapshot *s, const struct config *cfg, char *err,
 		rc |= jail_add(j, "/dev/kvm", 0, 0);
 	if (rc != 0) {
 		free(j);
-		snprintf(err, errlen, "a path for the jail is too long");
+		snprintf(err, errlen, "a path for the jail is relative or "
+		    "too long");
 		return -1;
 	}
 	s->jail = j;

@@ -756,6 +756,38 @@ def t_py_os_exit(c, head):
     r.expect(EXITED, 5, b"x\n", b"")
 
 
+def t_py_fork_child_exits(c, head):
+    # A forked child that ends normally does not speak for the handler:
+    # the parent's exit 3 is the answer.
+    r = py_run(c, head, "import os, sys, time\n"
+               "print('parent start', flush=True)\n"
+               "if os.fork() == 0:\n"
+               "    sys.exit(0)\n"
+               "time.sleep(1)\n"
+               "print('parent failing', flush=True)\n"
+               "sys.exit(3)\n", timeout_ms=20000, wall=30)
+    r.expect(EXITED, 3, b"parent start\nparent failing\n", b"")
+
+
+def t_py_exit_huge(c, head):
+    # (int)PyLong_AsLong(code) is -1 past a long: exit status 255.
+    r = py_run(c, head, "import sys\nsys.exit(2**64)\n")
+    r.expect(EXITED, 255, b"", b"")
+
+
+def t_py_stdout_closed(c, head):
+    # CPython skips a closed sys.stdout at exit: still 0.
+    r = py_run(c, head, "import sys\nprint('hi')\nsys.stdout.close()\n")
+    r.expect(EXITED, 0, b"hi\n", b"")
+
+
+def t_py_flush_order(c, head):
+    # sys.stdout is flushed before files the script left open.
+    r = py_run(c, head, "import os, sys\nsys.stdout.write('A')\n"
+               "g = os.fdopen(os.dup(1), 'w')\ng.write('B')\n")
+    r.expect(EXITED, 0, b"AB", b"")
+
+
 def t_py_fork(c, head):
     # The child outlives the handler with stdout open: the agent must kill
     # it when the handler exits, as for any exec'd handler.
@@ -839,6 +871,10 @@ PY_CHECKS = [
     ("sys.exit(str) and atexit", t_py_exit_message),
     ("exit waits for threads, flushes open files", t_py_exit_flushes),
     ("os._exit(5)", t_py_os_exit),
+    ("a forked child's exit 0 is not the handler's", t_py_fork_child_exits),
+    ("sys.exit(2**64): 255", t_py_exit_huge),
+    ("sys.stdout closed: exit 0", t_py_stdout_closed),
+    ("stdout flushed before files left open", t_py_flush_order),
     ("os.fork works, children killed at exit", t_py_fork),
     ("uid, gid, cwd, ppid, session, fds, oom", t_py_identity),
     ("__main__ is the script", t_py_main),

@@ -1011,6 +1011,14 @@ def test_config_bad_output(env):
 
 
 @test(daemon=False)
+def test_config_comma_in_qemu_path(env):
+    """A ',' in a path QEMU is given would end its option: refused."""
+    bad_config(env, "comma", lambda t: t.replace(
+        "state_dir = " + os.path.join(env.tmp, "state"),
+        "state_dir = " + os.path.join(env.tmp, "st,ate")), "st,ate", "','")
+
+
+@test(daemon=False)
 def test_config_unknown_section(env):
     bad_config(env, "unknown-section",
                lambda t: t + "\n[gizmo thing]\nsize = 1\n", "gizmo")
