@@ -20,6 +20,27 @@
 #include <seccomp.h>
 
 /*
+ * What neither a handler nor QEMU ever calls here and only widens the
+ * kernel they can reach: modules, kexec, reboot, mounts and namespaces,
+ * ptrace and other processes' memory, bpf, perf, userfaultfd, keyrings,
+ * the clock, swap, accounting, raw I/O ports, file handles.  Most need a
+ * capability; the filter keeps the code behind them out of reach of a
+ * kernel bug as well.  Each fails with EPERM, as for an unprivileged
+ * caller.  The agent adds io_uring for handlers.
+ */
+#define DENYLIST_COMMON \
+	"init_module", "finit_module", "delete_module", "kexec_load", \
+	"kexec_file_load", "reboot", "mount", "umount2", "pivot_root", \
+	"chroot", "unshare", "setns", "move_mount", "open_tree", "fsopen", \
+	"fsconfig", "fsmount", "fspick", "mount_setattr", "ptrace", \
+	"process_vm_readv", "process_vm_writev", "bpf", "perf_event_open", \
+	"userfaultfd", "keyctl", "add_key", "request_key", "settimeofday", \
+	"clock_settime", "clock_adjtime", "adjtimex", "swapon", "swapoff", \
+	"acct", "quotactl", "syslog", "iopl", "ioperm", "open_by_handle_at", \
+	"name_to_handle_at", "fanotify_init", "lookup_dcookie", \
+	"sethostname", "setdomainname", "vhangup"
+
+/*
  * Fills prog with the filter; names unknown on this architecture are
  * skipped.  System calls of another architecture (i386 through int 0x80
  * on x86_64) kill the caller.  Returns 0 or -errno.

@@ -63,18 +63,7 @@ static int vm_cgroups;
  * kexec, reboot, the clock, swap).  Installed before QEMU's exec, which
  * it must allow.
  */
-static const char *const vm_denied[] = {
-	"init_module", "finit_module", "delete_module", "kexec_load",
-	"kexec_file_load", "reboot", "mount", "umount2", "pivot_root",
-	"chroot", "unshare", "setns", "move_mount", "open_tree", "fsopen",
-	"fsconfig", "fsmount", "fspick", "mount_setattr", "ptrace",
-	"process_vm_readv", "process_vm_writev", "bpf", "perf_event_open",
-	"userfaultfd", "keyctl", "add_key", "request_key", "settimeofday",
-	"clock_settime", "clock_adjtime", "adjtimex", "swapon", "swapoff",
-	"acct", "quotactl", "syslog", "iopl", "ioperm", "open_by_handle_at",
-	"name_to_handle_at", "fanotify_init", "lookup_dcookie", "sethostname",
-	"setdomainname", "vhangup",
-};
+static const char *const vm_denied[] = { DENYLIST_COMMON };
 static struct sock_fprog vm_filter;
 
 int
