@@ -39,6 +39,7 @@ LDLIBS	+= -lseccomp
 
 SRCS	:= src/accel.c
 SRCS	+= src/admit.c
+SRCS	+= src/broker.c
 SRCS	+= src/cgroup.c
 SRCS	+= src/chan.c
 SRCS	+= src/config.c
@@ -46,6 +47,7 @@ SRCS	+= src/fcgiguard.c
 SRCS	+= src/jail.c
 SRCS	+= src/log.c
 SRCS	+= src/pool.c
+SRCS	+= src/privsep.c
 SRCS	+= src/qmp.c
 SRCS	+= src/request.c
 SRCS	+= src/response.c

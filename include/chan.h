@@ -47,4 +47,13 @@ int	chan_fill(struct chan *c);
 int	chan_next(struct chan *c, struct proto_hdr *hdr,
 	    const uint8_t **payload);
 
+/*
+ * Handing a channel to another process (broker.c): the bytes read past the
+ * last message returned, which the other side preloads.  The output queue
+ * must be empty by then.
+ */
+size_t	chan_unread(const struct chan *c, const uint8_t **p);
+int	chan_preload(struct chan *c, const uint8_t *p, size_t n);
+#define CHAN_MAX_UNREAD (sizeof(struct proto_hdr) + PROTO_MAX_PAYLOAD)
+
 #endif /* VMCGI_CHAN_H */

@@ -69,6 +69,11 @@ struct config {
 	unsigned	 queue_timeout_ms; /* wait for a slot, then 503 */
 	unsigned	 retry_after;		/* seconds, in 503s */
 	unsigned	 read_timeout_ms;	/* idle FastCGI reads */
+	char		*user;	/* the FastCGI process runs as */
+	uid_t		 user_uid;
+	gid_t		 user_gid;
+	uid_t		 vm_uid_first;	/* clones' QEMUs: a uid each */
+	uid_t		 vm_uid_last;
 
 	struct tmpl	*tmpls;
 	size_t		 ntmpls;

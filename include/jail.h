@@ -1,10 +1,11 @@
 /*
  * jail.h: the file system a clone's QEMU sees.  In a mount namespace of
  * its own, the root is a small tmpfs holding /usr (read-only), the
- * template's kernel and initrd (read-only) and RAM file, /dev/null,
- * /dev/urandom and /dev/kvm, and nothing else: no other template's
- * files, no tenant's directory, no vmcgi state.  Entered with pivot_root,
- * the old root detached.
+ * loader's cache, /dev/null, /dev/urandom and /dev/kvm, and a /proc of
+ * QEMU's own PID namespace (it reaches its sealed RAM, kernel and initrd
+ * as /proc/self/fd/N), and nothing else: no template file, no tenant's
+ * directory, no vmcgi state.  Entered with pivot_root, the old root
+ * detached.
  */
 #ifndef VMCGI_JAIL_H
 #define VMCGI_JAIL_H
@@ -37,8 +38,9 @@ int	jail_setup(const char *state_dir, char *root, size_t len);
 int	jail_add(struct jail *j, const char *path, int rdonly, int exec);
 
 /*
- * In the child, after unshare(CLONE_NEWNS), before exec: build the root
- * and pivot into it.  Only system calls; returns 0 or -1 with errno.
+ * In the child, in its PID namespace, after unshare(CLONE_NEWNS), before
+ * exec: build the root and pivot into it.  Only system calls; returns 0
+ * or -1 with errno.
  */
 int	jail_enter(const struct jail *j);
 

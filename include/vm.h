@@ -25,6 +25,15 @@ struct snapshot {
 	const char	*accel;		/* "kvm" or "tcg" */
 	char		*cmdline;	/* guest kernel command line */
 	struct jail	*jail;		/* what a clone's QEMU sees */
+	/*
+	 * Sealed copies (memfd, no write possible by anyone) of the RAM
+	 * file, kernel and initrd, made when the snapshot is ready: a clone
+	 * gets these, never a path on disk, so a QEMU taken over by its
+	 * guest cannot change what later clones of other tenants start
+	 * from.  Replaced under files by a rebuild.
+	 */
+	int		 sealed[3];
+	int		 kvm_gid;	/* -1: QEMU needs no group for kvm */
 	int		 reused; /* 1 if an earlier run's snapshot fit */
 	unsigned	 boot_ms;	/* cold boot to ready, if booted now */
 };
@@ -36,6 +45,7 @@ struct vm {
 	struct qmp	 qmp;
 	int		 errfd;	/* QEMU's stderr, non-blocking */
 	struct vm_cgroup cg;		/* ndirs 0: none */
+	uid_t		 uid;		/* its own; 0 for the template */
 	unsigned	 load_ms;	/* spawn to state loaded */
 	unsigned	 resume_ms;	/* cont to guest READY */
 };
@@ -102,6 +112,12 @@ size_t	vm_stderr(struct vm *vm, char *buf, size_t len);
  * cgroup_init succeeded.
  */
 void	vm_use_cgroups(void);
+
+/*
+ * Every clone's QEMU runs as a uid (and gid) of its own from first to
+ * last, no two live VMs alike.  Call once at start-up.
+ */
+void	vm_use_uids(uid_t first, uid_t last);
 
 /* Kill every QEMU this process still has; for shutdown.  Async-safe. */
 void	vm_kill_all(void);

@@ -12,18 +12,32 @@
 
 #include "config.h"
 #include "admit.h"
+#include "broker.h"
 #include "pool.h"
 #include "vm.h"
 
+/* One worker thread of the FastCGI process. */
+struct worker {
+	struct server		*srv;
+	int			 broker;	/* its channel (broker.h) */
+	pthread_t		 thread;
+};
+
+/*
+ * The privileged process uses snaps, pools, admit and brokers; the FastCGI
+ * process the rest.
+ */
 struct server {
 	const struct config	*cfg;
 	struct snapshot		*snaps;	/* one per cfg->tmpls[] */
 	struct pool		*pools;	/* one per cfg->tmpls[] */
 	struct admit		 admit;
+	struct broker		*brokers;	/* one per worker */
+	pid_t			 fastcgi;	/* the FastCGI process */
 	int			 listen_fd;
 	int			 stop_rd;	/* readable once stopping */
 	int			 stop_wr;
-	pthread_t		*threads;
+	struct worker		*workers;
 	unsigned		 nthreads;
 	pthread_t		 overflow; /* answers 503 when all are busy */
 	atomic_uint		 busy; /* workers holding a connection */
@@ -33,8 +47,11 @@ struct server {
 /* Create the socket named by cfg->listen; fd or -1 with a log line. */
 int	worker_listen(const struct config *cfg);
 
-/* Start cfg->workers threads; 0 or -1 with a log line. */
-int	worker_start(struct server *srv);
+/*
+ * Start cfg->workers threads, worker i talking to the privileged process
+ * on brokers[i]; 0 or -1 with a log line.
+ */
+int	worker_start(struct server *srv, const int *brokers);
 
 /*
  * Stop accepting, let requests in flight finish, join the threads.
@@ -46,7 +63,7 @@ int	worker_stop(struct server *srv, unsigned grace_ms);
 void	worker_timeouts(int fd, unsigned ms);
 
 /* Serve one accepted FastCGI request; in request.c. */
-void	request_serve(struct server *srv, FCGX_Request *fcgi);
+void	request_serve(struct server *srv, int broker, FCGX_Request *fcgi);
 
 /*
  * Every check request_serve makes before a VM (parameters, route, method,

@@ -1,8 +1,10 @@
 /*
  * cgroup.c: one cgroup per VM below vmcgi's own, named after vmcgi's pid
  * and a counter.  With cgroup v2 (a cgroup2 file system at
- * /sys/fs/cgroup) one directory carries memory.max and pids.max; with v1
- * the memory and pids hierarchies get a directory each.
+ * /sys/fs/cgroup) one directory carries memory.max, pids.max and cpu.max;
+ * with v1 the memory, pids and cpu hierarchies get a directory each.  The
+ * CPU limit is optional (a host may not delegate it); the other two are
+ * not.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -23,6 +25,7 @@
 #define CGROUP2_MAGIC 0x63677270
 
 static int cgroup_v2;
+static int cgroup_cpu;		/* v2: the cpu controller is ours too */
 static char cgroup_base[CGROUP_MAX_DIRS][PATH_MAX];	/* vmcgi-PID dirs */
 static int cgroup_nbase;
 static atomic_uint cgroup_seq;
@@ -127,9 +130,11 @@ cgroup_add_base(const char *mount, const char *ctrl, char *why,
 
 		/* best effort: the parent must hand the controllers down */
 		if (snprintf(own, sizeof(own), "%s%s", mount, self) <
-		    (int)sizeof(own))
+		    (int)sizeof(own)) {
 			cgroup_write(own, "cgroup.subtree_control",
 			    "+memory +pids");
+			cgroup_write(own, "cgroup.subtree_control", "+cpu");
+		}
 	}
 	if (snprintf(base, PATH_MAX, "%s%s", mount,
 	    strcmp(self, "/") == 0 ? "" : self) < PATH_MAX)
@@ -152,6 +157,9 @@ cgroup_add_base(const char *mount, const char *ctrl, char *why,
 		rmdir(base);
 		return -1;
 	}
+	if (cgroup_v2)
+		cgroup_cpu = cgroup_write(base, "cgroup.subtree_control",
+		    "+cpu") == 0;
 	cgroup_nbase++;
 	return 0;
 }
@@ -170,21 +178,30 @@ cgroup_init(char *why, size_t whylen)
 	if (cgroup_v2)
 		return cgroup_add_base(CGROUP_ROOT, "", why, whylen);
 	if (cgroup_add_base(CGROUP_ROOT "/memory", "memory", why,
-	    whylen) < 0)
+	    whylen) < 0 ||
+	    cgroup_add_base(CGROUP_ROOT "/pids", "pids", why, whylen) < 0)
 		return -1;
-	return cgroup_add_base(CGROUP_ROOT "/pids", "pids", why, whylen);
+	if (cgroup_add_base(CGROUP_ROOT "/cpu", "cpu", why, whylen) < 0)
+		log_warnx("cgroups: VMs run without a CPU limit: %s", why);
+	else
+		cgroup_cpu = 1;
+	return 0;
 }
 
 int
-cgroup_create(struct vm_cgroup *cg, uint64_t mem_bytes, unsigned pids)
+cgroup_create(struct vm_cgroup *cg, uint64_t mem_bytes, unsigned pids,
+    unsigned cpus)
 {
-	char mem[32], npids[16];
+	char mem[32], npids[16], quota[32];
 	unsigned seq = atomic_fetch_add(&cgroup_seq, 1);
 	int i, rc = 0;
 
 	cg->ndirs = 0;
 	snprintf(mem, sizeof(mem), "%llu", (unsigned long long)mem_bytes);
 	snprintf(npids, sizeof(npids), "%u", pids);
+	/* Per period of 100 ms, as the kernel's default period. */
+	snprintf(quota, sizeof(quota), "%llu", (unsigned long long)cpus *
+	    100000);
 	for (i = 0; i < cgroup_nbase && rc == 0; i++) {
 		char *d = cg->dirs[cg->ndirs];
 
@@ -206,8 +223,16 @@ cgroup_create(struct vm_cgroup *cg, uint64_t mem_bytes, unsigned pids)
 				rc = 0;	/* no swap accounting: no swap */
 			if (rc == 0)
 				rc = cgroup_write(d, "pids.max", npids);
+			if (rc == 0 && cgroup_cpu) {
+				char max[48];
+
+				snprintf(max, sizeof(max), "%s 100000", quota);
+				rc = cgroup_write(d, "cpu.max", max);
+			}
 		} else if (strstr(cgroup_base[i], "/memory/") != NULL)
 			rc = cgroup_write(d, "memory.limit_in_bytes", mem);
+		else if (strstr(cgroup_base[i], "/cpu/") != NULL)
+			rc = cgroup_write(d, "cpu.cfs_quota_us", quota);
 		else
 			rc = cgroup_write(d, "pids.max", npids);
 	}

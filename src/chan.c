@@ -138,3 +138,20 @@ chan_next(struct chan *c, struct proto_hdr *hdr, const uint8_t **payload)
 	c->consumed = sizeof(*hdr) + hdr->len;
 	return 1;
 }
+
+size_t
+chan_unread(const struct chan *c, const uint8_t **p)
+{
+	*p = c->in + c->consumed;
+	return c->inlen - c->consumed;
+}
+
+int
+chan_preload(struct chan *c, const uint8_t *p, size_t n)
+{
+	if (n > CHAN_INCAP - c->inlen)
+		return -E2BIG;
+	memcpy(c->in + c->inlen, p, n);
+	c->inlen += n;
+	return 0;
+}

@@ -242,7 +242,7 @@ g_mode(struct loader *l, void *o, const char *v)
 static int
 g_workers(struct loader *l, void *o, const char *v)
 {
-	return set_uint(l, v, 1, 1024, &((struct config *)o)->workers);
+	return set_uint(l, v, 1, 256, &((struct config *)o)->workers);
 }
 
 static int
@@ -351,6 +351,53 @@ g_retry_after(struct loader *l, void *o, const char *v)
 	return set_uint(l, v, 1, 3600, &((struct config *)o)->retry_after);
 }
 
+/* The FastCGI process's user: anyone but root. */
+static int
+g_user(struct loader *l, void *o, const char *v)
+{
+	struct config *c = o;
+	struct passwd *pw;
+
+	errno = 0;
+	if ((pw = getpwnam(v)) == NULL)
+		return load_error(l, "no user \"%s\"%s%s", v,
+		    errno ? ": " : "", errno ? strerror(errno) : "");
+	if (pw->pw_uid == 0 || pw->pw_gid == 0)
+		return load_error(l, "\"%s\" is root's uid or gid: the "
+		    "FastCGI process must hold no privilege", v);
+	free(c->user);
+	c->user = xstrdup(v);
+	c->user_uid = pw->pw_uid;
+	c->user_gid = pw->pw_gid;
+	return 0;
+}
+
+/* "FIRST-LAST": the uids (and gids) clones' QEMUs run as. */
+static int
+g_vm_uids(struct loader *l, void *o, const char *v)
+{
+	struct config *c = o;
+	unsigned long first, last;
+	char *end, *end2;
+
+	errno = 0;
+	first = strtoul(v, &end, 10);
+	if (end == v || *end != '-' || errno != 0)
+		goto bad;
+	last = strtoul(end + 1, &end2, 10);
+	if (end2 == end + 1 || *end2 != '\0' || errno != 0)
+		goto bad;
+	/* 0 is root; from 2^31 on, some tools take a uid for negative. */
+	if (first == 0 || last < first || last > 0x7fffffffUL)
+		return load_error(l, "%lu-%lu is not a range of uids from 1 to "
+		    "2147483647", first, last);
+	c->vm_uid_first = (uid_t)first;
+	c->vm_uid_last = (uid_t)last;
+	return 0;
+bad:
+	return load_error(l, "\"%s\" is not FIRST-LAST (two uids)", v);
+}
+
 static const struct key_rule global_rules[] = {
 	{ "listen", g_listen, 0 },
 	{ "listen_owner", g_owner, 0 },
@@ -367,6 +414,8 @@ static const struct key_rule global_rules[] = {
 	{ "queue_timeout", g_queue_timeout, 0 },
 	{ "retry_after", g_retry_after, 0 },
 	{ "read_timeout", g_read_timeout, 0 },
+	{ "vm_uids", g_vm_uids, 0 },
+	{ "user", g_user, 0 },
 };
 
 /* [template NAME] */
@@ -763,6 +812,41 @@ config_defaults(struct config *c)
 	c->queue_timeout_ms = 2000;
 	c->retry_after = 5;
 	c->read_timeout_ms = 30000;
+	/* Above every range systemd hands out, below 2^31. */
+	c->vm_uid_first = 0x70000000;
+	c->vm_uid_last = 0x7000ffff;
+	/* c->user: resolved in config_finish unless set. */
+}
+
+/*
+ * A uid of the range that is some account's, or some group's gid, would
+ * let that account reach a QEMU (signals, /proc) or QEMU its files.
+ */
+static int
+config_uids_free(struct loader *l)
+{
+	struct config *c = l->cfg;
+	struct passwd *pw;
+	struct group *gr;
+	int rc = 0;
+
+	l->section = "vmcgi";
+	l->key = "vm_uids";
+	setpwent();
+	while (rc == 0 && (pw = getpwent()) != NULL)
+		if (pw->pw_uid >= c->vm_uid_first &&
+		    pw->pw_uid <= c->vm_uid_last)
+			rc = load_error(l, "uid %lu of user %s is in the range",
+			    (unsigned long)pw->pw_uid, pw->pw_name);
+	endpwent();
+	setgrent();
+	while (rc == 0 && (gr = getgrent()) != NULL)
+		if (gr->gr_gid >= c->vm_uid_first &&
+		    gr->gr_gid <= c->vm_uid_last)
+			rc = load_error(l, "gid %lu of group %s is in the range",
+			    (unsigned long)gr->gr_gid, gr->gr_name);
+	endgrent();
+	return rc;
 }
 
 /*
@@ -773,7 +857,7 @@ static int
 config_finish(struct loader *l)
 {
 	struct config *c = l->cfg;
-	uint64_t pooled = 0;
+	uint64_t pooled = 0, clones;
 	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
 	size_t i;
 
@@ -786,8 +870,27 @@ config_finish(struct loader *l)
 	}
 	if (c->max_guest_memory == 0 && pages > 0 && psize > 0)
 		c->max_guest_memory = (uint64_t)pages * (uint64_t)psize;
-	for (i = 0; i < c->ntmpls; i++)
+	if (c->user == NULL) {
+		l->section = "vmcgi";
+		l->key = "user";
+		if (g_user(l, c, "nobody") < 0)
+			return -1;
+	}
+	clones = c->max_vms;
+	for (i = 0; i < c->ntmpls; i++) {
 		pooled += (uint64_t)c->tmpls[i].pool_size * c->tmpls[i].memory;
+		clones += c->tmpls[i].pool_size + 1;	/* + one refilling */
+	}
+	if ((uint64_t)c->vm_uid_last - c->vm_uid_first + 1 < clones) {
+		l->section = "vmcgi";
+		l->key = "vm_uids";
+		return load_error(l, "%lu uids cannot give each live VM its "
+		    "own: up to %llu can live at once (max_vms and the pools)",
+		    (unsigned long)(c->vm_uid_last - c->vm_uid_first + 1),
+		    (unsigned long long)clones);
+	}
+	if (config_uids_free(l) < 0)
+		return -1;
 	for (i = 0; i < c->ntmpls; i++) {
 		if (pooled + c->tmpls[i].memory > c->max_guest_memory) {
 			l->section = "vmcgi";
@@ -1123,6 +1226,7 @@ config_free(struct config *c)
 	free(c->prefix);
 	free(c->state_dir);
 	free(c->qemu);
+	free(c->user);
 	memset(c, 0, sizeof(*c));
 }
 

@@ -134,6 +134,17 @@ jail_enter(const struct jail *j)
 	for (k = 0; k < j->nbinds; k++)
 		if (jail_bind_one(j->root, &j->binds[k]) < 0)
 			return -1;
+	/*
+	 * QEMU opens its sealed RAM, kernel and initrd as /proc/self/fd/N.
+	 * This proc belongs to QEMU's own PID namespace, where it is alone,
+	 * and shows only process directories (subset=pid): no /proc/sys,
+	 * no kernel symbols, no other process.
+	 */
+	jail_join(path, j->root, "/proc");
+	if (mkdir(path, 0555) < 0 || mount("proc", path, "proc", MS_NOSUID |
+	    MS_NODEV | MS_NOEXEC | MS_RDONLY, "subset=pid,hidepid=invisible")
+	    < 0)
+		return -1;
 	jail_join(path, j->root, "/.old");
 	if (mkdir(path, 0700) < 0 ||
 	    syscall(SYS_pivot_root, j->root, path) < 0 || chdir("/") < 0 ||

@@ -9,14 +9,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "accel.h"
 #include "cgroup.h"
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "pool.h"
+#include "privsep.h"
 #include "vm.h"
 #include "worker.h"
 
@@ -62,6 +67,7 @@ block_signals(sigset_t *set)
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGINT);
 	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGCHLD);	/* the FastCGI process's end */
 	if (pthread_sigmask(SIG_BLOCK, set, NULL) != 0)
 		fatalx("pthread_sigmask failed");
 	signal(SIGPIPE, SIG_IGN);	/* client aborts are write errors */
@@ -164,15 +170,109 @@ longest_timeout(const struct config *cfg)
 	return ms;
 }
 
+/*
+ * The FastCGI process: serve until SIGTERM or SIGINT, let requests in
+ * flight finish, exit.  Its status is its exit code.
+ */
+static int
+fastcgi_main(struct server *srv, const int *brokers)
+{
+	sigset_t set;
+	int sig = 0;
+
+	block_signals(&set);
+	if (worker_start(srv, brokers) < 0)
+		return 1;
+	while (sig != SIGTERM && sig != SIGINT)
+		if (sigwait(&set, &sig) != 0)
+			return 1;
+	if (worker_stop(srv, longest_timeout(srv->cfg) + SHUTDOWN_SLACK_MS) < 0)
+		log_warnx("requests still running at the deadline");
+	return 0;
+}
+
+/*
+ * Split in two, before any thread exists: the child becomes the FastCGI
+ * process (the listening socket, one broker channel per worker, no
+ * privilege); this process keeps the other ends and every VM.
+ */
+static void
+fastcgi_fork(struct server *srv)
+{
+	unsigned n = srv->cfg->workers, i;
+	pid_t parent = getpid(), pid;
+	int *theirs, sp[2];
+
+	srv->brokers = calloc(n, sizeof(*srv->brokers));
+	theirs = calloc(n + 1, sizeof(int));
+	if (srv->brokers == NULL || theirs == NULL)
+		fatal("calloc %u channels", n);
+	for (i = 0; i < n; i++) {
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0,
+		    sp) < 0)
+			fatal("socketpair for worker %u", i);
+		srv->brokers[i].srv = srv;
+		srv->brokers[i].fd = sp[0];
+		theirs[i] = sp[1];
+	}
+	theirs[n] = srv->listen_fd;
+	if ((pid = fork()) < 0)
+		fatal("fork the FastCGI process");
+	if (pid == 0) {
+		privsep_drop(srv->cfg, parent, theirs, (int)n + 1);
+		exit(fastcgi_main(srv, theirs));
+	}
+	for (i = 0; i < n; i++) {
+		close(theirs[i]);
+		srv->brokers[i].peer = pid;
+	}
+	free(theirs);
+	close(srv->listen_fd);
+	srv->listen_fd = -1;
+	srv->fastcgi = pid;
+}
+
+/* Wait up to ms for pid to exit; 1 if it did (reaped), 0 if not. */
+static int
+reap_within(pid_t pid, unsigned ms)
+{
+	long end = clock_now_ms() + (long)ms, left;
+	struct timespec ts;
+	sigset_t chld;
+	int status;
+
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	while (waitpid(pid, &status, WNOHANG) != pid) {
+		if ((left = end - clock_now_ms()) <= 0)
+			return 0;
+		ts.tv_sec = left / 1000;
+		ts.tv_nsec = (left % 1000) * 1000000L;
+		sigtimedwait(&chld, NULL, &ts);	/* any child's end wakes */
+	}
+	return 1;
+}
+
+static const char *
+status_text(int status, char *buf, size_t len)
+{
+	if (WIFSIGNALED(status))
+		snprintf(buf, len, "killed by signal %d", WTERMSIG(status));
+	else
+		snprintf(buf, len, "exit %d", WEXITSTATUS(status));
+	return buf;
+}
+
 int
 main(int argc, char *argv[])
 {
 	const char *path = DEFAULT_CONFIG;
 	struct server srv = { .listen_fd = -1 };
 	struct config cfg;
-	char err[1024];
+	char err[1024], how[64];
 	sigset_t set;
-	int ch, test = 0, sig = 0;
+	int ch, test = 0, sig = 0, status, died = 0;
+	unsigned i;
 
 	while ((ch = getopt(argc, argv, "c:th")) != -1) {
 		switch (ch) {
@@ -208,33 +308,60 @@ main(int argc, char *argv[])
 	setup_cgroups();
 	if (vm_filter_init() != 0)
 		fatalx("cannot build the seccomp filter for QEMU");
+	vm_use_uids(cfg.vm_uid_first, cfg.vm_uid_last);
 	srv.snaps = prepare_templates(&cfg);
 	block_signals(&set);
 	if (admit_init(&srv.admit, &cfg) < 0)
 		fatalx("cannot set up admission limits");
-	start_pools(&srv);
 	if (FCGX_Init() != 0)
 		fatalx("FCGX_Init failed");
 	srv.listen_fd = worker_listen(&cfg);
 	if (srv.listen_fd < 0)
 		fatalx("cannot listen on \"%s\"", cfg.listen);
-	if (worker_start(&srv) < 0)
-		fatalx("cannot start workers");
-	log_info("listening on \"%s\" with %u workers, %zu handlers",
-	    cfg.listen, cfg.workers, cfg.nhandlers);
+	fastcgi_fork(&srv);
+	for (i = 0; i < cfg.workers; i++)
+		if (broker_start(&srv.brokers[i]) < 0)
+			fatalx("cannot start the broker threads");
+	start_pools(&srv);
+	log_info("listening on \"%s\" with %u workers as %s (pid %d), %zu "
+	    "handlers", cfg.listen, cfg.workers, cfg.user, (int)srv.fastcgi,
+	    cfg.nhandlers);
 	while (sig != SIGTERM && sig != SIGINT) {
 		if (sigwait(&set, &sig) != 0)
 			fatalx("sigwait failed");
 		if (sig == SIGHUP)
 			log_info("SIGHUP ignored: restart vmcgi to reload");
+		if (sig == SIGCHLD &&
+		    waitpid(srv.fastcgi, &status, WNOHANG) == srv.fastcgi) {
+			log_warnx("the FastCGI process %d ended (%s): "
+			    "stopping", (int)srv.fastcgi,
+			    status_text(status, how, sizeof(how)));
+			died = 1;
+			break;
+		}
 	}
-	log_info("signal %d: stopping; requests in flight finish", sig);
-	if (worker_stop(&srv, longest_timeout(&cfg) + SHUTDOWN_SLACK_MS) < 0)
-		log_warnx("requests still running at the deadline: killing "
-		    "their VMs");
+	if (!died)
+		log_info("signal %d: stopping; requests in flight finish",
+		    sig);
+	/* New connections are refused now rather than left in the backlog. */
+	if (cfg.listen[0] == '/')
+		unlink(cfg.listen);
+	if (!died) {
+		kill(srv.fastcgi, SIGTERM);
+		if (!reap_within(srv.fastcgi, longest_timeout(&cfg) +
+		    SHUTDOWN_SLACK_MS)) {
+			log_warnx("requests still running at the deadline: "
+			    "killing their VMs");
+			kill(srv.fastcgi, SIGKILL);
+			waitpid(srv.fastcgi, &status, 0);
+		}
+	}
+	/* Their channels are closed now: each ends, its VM destroyed. */
+	for (i = 0; i < cfg.workers; i++)
+		broker_join(&srv.brokers[i]);
 	stop_pools(&srv);
 	vm_kill_all();
 	cgroup_cleanup();
 	log_info("stopped");
-	return 0;
+	return died;
 }

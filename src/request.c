@@ -11,7 +11,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,10 +18,10 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "broker.h"
 #include "clock.h"
 #include "log.h"
 #include "proto.h"
@@ -30,7 +29,6 @@
 #include "route.h"
 #include "worker.h"
 
-#define REQ_RESTORE_TIMEOUT_MS 30000
 #define REQ_GRACE_MS 2000	/* the agent enforces the timeout first */
 #define REQ_PARAMS_MAX 200
 #define REQ_PARAM_MAX 16384
@@ -48,6 +46,7 @@ enum req_end {
 
 struct request {
 	struct server		*srv;
+	int			 broker; /* channel to the privileged side */
 	FCGX_Request		*fcgi;
 	char			 id[17];
 	const struct handler	*h;
@@ -220,54 +219,34 @@ req_read_body(struct request *rq)
 }
 
 /*
- * The script, read from inside the tenant's directory only: openat2 with
- * RESOLVE_BENEATH and RESOLVE_NO_SYMLINKS refuses "..", absolute paths and
- * every symlink, whatever the file system holds.
+ * The script, from the descriptor the privileged process opened inside the
+ * tenant's directory (broker.c): the FastCGI process opens no file.
  */
 static int
-req_load_script(struct request *rq, char **script, size_t *len)
+req_read_script(struct request *rq, int fd, char **script, size_t *len)
 {
-	struct open_how how = {
-		.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
-		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
-		    RESOLVE_NO_MAGICLINKS,
-	};
-	const struct handler *h = rq->h;
 	struct stat st;
 	ssize_t n;
-	int dfd, fd = -1, err = 0;
+	int err = 0;
 
-	dfd = open(h->tenant->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
+	if (fstat(fd, &st) < 0)
 		err = errno;
-	else if ((fd = (int)syscall(SYS_openat2, dfd, h->script, &how,
-	    sizeof(how))) < 0)
-		err = errno;
-	else if (fstat(fd, &st) < 0)
-		err = errno;
-	else if (!S_ISREG(st.st_mode))
-		err = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
-	else if (st.st_size > PROTO_MAX_SCRIPT)
-		err = EFBIG;
-	if (err == 0 && (*script = malloc((size_t)st.st_size + 1)) == NULL)
+	else if (!S_ISREG(st.st_mode) || st.st_size > PROTO_MAX_SCRIPT)
+		err = EINVAL;
+	else if ((*script = malloc((size_t)st.st_size + 1)) == NULL)
 		err = ENOMEM;
-	if (err == 0) {
-		n = pread(fd, *script, (size_t)st.st_size, 0);
-		if (n != st.st_size) {
-			err = n < 0 ? errno : EIO;
-			free(*script);
-		}
-		*len = (size_t)st.st_size;
+	else if ((n = pread(fd, *script, (size_t)st.st_size, 0)) !=
+	    st.st_size) {
+		err = n < 0 ? errno : EIO;
+		free(*script);
+		*script = NULL;
 	}
-	if (dfd >= 0)
-		close(dfd);
-	if (fd >= 0)
-		close(fd);
+	*len = err ? 0 : (size_t)st.st_size;
+	close(fd);
 	if (err == 0)
 		return 0;
-	log_req(LOG_LVL_ERROR, rq->id, "handler %s/%s: open \"%s/%s\": %s",
-	    h->tenant->name, h->name, h->tenant->dir, h->script,
-	    strerror(err));
+	log_req(LOG_LVL_ERROR, rq->id, "handler %s/%s: read \"%s\": %s",
+	    rq->h->tenant->name, rq->h->name, rq->h->script, strerror(err));
 	return req_fail(rq, 500, "handler script unavailable", NULL);
 }
 
@@ -649,48 +628,56 @@ req_busy(struct request *rq, const char *msg)
 	response_error(&rq->resp, 503, msg, extra);
 }
 
-/* A slot for this event, or a 503 answered; 0 or -1. */
+/*
+ * A VM for this event, with its script, from the privileged process, or
+ * the refusal answered: 500 if the script cannot be read, 503 with
+ * Retry-After over a limit or without a VM.  0 or -1.
+ */
 static int
-req_admit(struct request *rq)
+req_take(struct request *rq, char **script, size_t *slen)
 {
-	const char *why = NULL;
-	char msg[128];
-	int rc;
+	const struct handler *h = rq->h;
+	char why[512], msg[600];
+	int rc, fd = -1;
 
-	rc = admit_acquire(&rq->srv->admit, rq->h, &why);
-	if (rc == 0)
-		return 0;
-	snprintf(msg, sizeof(msg), "over capacity (%s)", why);
-	rq->why = rc == -EBUSY ? "over capacity, queue full" :
-	    "over capacity, waited queue_timeout";
-	log_req(LOG_LVL_WARN, rq->id, "%s/%s: %s: %s", rq->h->tenant->name,
-	    rq->h->name, rq->why, why);
-	req_busy(rq, msg);
-	return -1;
+	rc = broker_take(rq->broker, (uint32_t)(h - rq->srv->cfg->handlers),
+	    rq->id, &rq->vm, &rq->pooled, &fd, why, sizeof(why));
+	switch (rc) {
+	case BROKER_OK:
+		return req_read_script(rq, fd, script, slen);
+	case BROKER_NO_SCRIPT:
+		log_req(LOG_LVL_ERROR, rq->id, "handler %s/%s: %s",
+		    h->tenant->name, h->name, why);
+		return req_fail(rq, 500, "handler script unavailable", NULL);
+	case BROKER_BUSY:
+	case BROKER_WAITED:
+		rq->why = rc == BROKER_BUSY ? "over capacity, queue full" :
+		    "over capacity, waited queue_timeout";
+		log_req(LOG_LVL_WARN, rq->id, "%s/%s: %s: %s",
+		    h->tenant->name, h->name, rq->why, why);
+		snprintf(msg, sizeof(msg), "over capacity (%s)", why);
+		req_busy(rq, msg);
+		return -1;
+	default:
+		/* The privileged side logged a failed restore itself. */
+		if (rc < 0)
+			log_req(LOG_LVL_ERROR, rq->id, "template %s: %s",
+			    h->tmpl->name, why);
+		rq->why = "no VM available";
+		req_busy(rq, "no VM available");
+		return -1;
+	}
 }
 
 static void
 req_run(struct request *rq)
 {
-	char err[1024], *script = NULL;
+	char *script = NULL;
 	size_t slen = 0;
-	struct pool *pool;
 
-	if (req_load_script(rq, &script, &slen) < 0)
-		return;
-	if (req_admit(rq) < 0) {
-		free(script);
-		return;
-	}
-	pool = &rq->srv->pools[rq->h->tmpl - rq->srv->cfg->tmpls];
-	if (pool_take(pool, &rq->vm, &rq->pooled, REQ_RESTORE_TIMEOUT_MS, err,
-	    sizeof(err)) < 0) {
-		free(script);
-		log_req(LOG_LVL_ERROR, rq->id, "template %s: restore: %s",
-		    rq->h->tmpl->name, err);
-		admit_release(&rq->srv->admit, rq->h);
-		rq->why = "no VM available";
-		req_busy(rq, "no VM available");
+	if (req_take(rq, &script, &slen) < 0) {
+		if (rq->vm.chan.fd >= 0)
+			broker_done(rq->broker, &rq->vm);
 		return;
 	}
 	if (req_queue_event(rq, script, slen) < 0) {
@@ -708,8 +695,9 @@ req_run(struct request *rq)
 	req_answer(rq);
 	if (rq->end != END_CLIENT_GONE && !rq->resp.client_gone)
 		response_finish(&rq->resp);
-	vm_destroy(&rq->vm);
-	admit_release(&rq->srv->admit, rq->h);
+	if (broker_done(rq->broker, &rq->vm) < 0)
+		log_req(LOG_LVL_ERROR, rq->id, "the privileged process did "
+		    "not confirm the VM's end");
 }
 
 /*
@@ -731,12 +719,13 @@ req_prepare(struct request *rq)
  * the parsing and refusals without QEMU.
  */
 static void
-req_serve(struct server *srv, FCGX_Request *fcgi, int run)
+req_serve(struct server *srv, int broker, FCGX_Request *fcgi, int run)
 {
 	struct request rq;
 
 	memset(&rq, 0, sizeof(rq));
 	rq.srv = srv;
+	rq.broker = broker;
 	rq.fcgi = fcgi;
 	rq.t0 = clock_now_ms();
 	rq.vm.pid = -1;
@@ -758,15 +747,15 @@ req_serve(struct server *srv, FCGX_Request *fcgi, int run)
 }
 
 void
-request_serve(struct server *srv, FCGX_Request *fcgi)
+request_serve(struct server *srv, int broker, FCGX_Request *fcgi)
 {
-	req_serve(srv, fcgi, 1);
+	req_serve(srv, broker, fcgi, 1);
 }
 
 void
 request_check(struct server *srv, FCGX_Request *fcgi)
 {
-	req_serve(srv, fcgi, 0);
+	req_serve(srv, -1, fcgi, 0);
 }
 
 void

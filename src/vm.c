@@ -9,7 +9,10 @@
  *
  * Every QEMU gets its agent channel and its monitor as inherited ends of
  * socketpairs (fd 3 and 4) and its state file as fd 5, so no socket path
- * or temporary file exists for anyone else to reach.
+ * or temporary file exists for anyone else to reach.  A clone gets its
+ * RAM, kernel and initrd as sealed memfds too (fd 6, 7 and 8), opened by
+ * QEMU through its own /proc/self/fd: nothing of them is on a path it
+ * could write, and they cannot change between snapshot and clone.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,15 +23,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/sched.h>
 #include <linux/seccomp.h>
 
 #include "clock.h"
@@ -46,14 +52,18 @@
 #define VM_TB_SIZE_MB 128
 #define VM_OVERHEAD_BYTES (256ULL << 20)
 #define VM_MAX_THREADS 128
+#define VM_MAX_FILES 256	/* a TCG clone uses about 30 */
 #define VM_FD_CHAN 3
 #define VM_FD_QMP 4
 #define VM_FD_STATE 5
+#define VM_FD_RAM 6		/* then kernel 7, initrd 8: snapshot.sealed */
+#define VM_NFDS 6		/* 3 to 8 */
 #define VM_HELLO_RESEND_MS 100
 #define VM_QMP_TIMEOUT_MS 10000
 #define VM_MAX_LIVE 1024
 
 static int vm_cgroups;
+static int vm_self_pidfd = -1;	/* a child's test that vmcgi still lives */
 
 /*
  * Our filter under QEMU's own -sandbox: calls QEMU never makes here, each
@@ -73,8 +83,15 @@ vm_filter_init(void)
 
 	rc = denylist_build(vm_denied, sizeof(vm_denied) / sizeof(*vm_denied),
 	    &vm_filter);
-	if (rc != 0)
+	if (rc != 0) {
 		log_warnx("seccomp filter for QEMU: %s", strerror(-rc));
+		return rc;
+	}
+	vm_self_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	if (vm_self_pidfd < 0) {
+		rc = -errno;
+		log_warn("pidfd_open %d", (int)getpid());
+	}
 	return rc;
 }
 
@@ -87,6 +104,58 @@ vm_use_cgroups(void)
 /* Live QEMU pids, so shutdown can kill what a stuck worker still holds. */
 static pthread_mutex_t vm_live_lock = PTHREAD_MUTEX_INITIALIZER;
 static volatile pid_t vm_live[VM_MAX_LIVE];
+
+/*
+ * The uids of live clones (under vm_live_lock).  Handed out round the
+ * range, so a uid just freed is the last to come back.
+ */
+static uid_t vm_uid_first, vm_uid_count, vm_uid_next;
+static uid_t vm_uid_used[VM_MAX_LIVE];
+
+void
+vm_use_uids(uid_t first, uid_t last)
+{
+	vm_uid_first = first;
+	vm_uid_count = last - first + 1;
+}
+
+/* A uid no live VM has, or 0 when the range is used up. */
+static uid_t
+vm_uid_take(void)
+{
+	uid_t uid = 0, cand, tries;
+	size_t i, slot = VM_MAX_LIVE;
+
+	pthread_mutex_lock(&vm_live_lock);
+	for (tries = 0; uid == 0 && tries < vm_uid_count; tries++) {
+		cand = vm_uid_first + vm_uid_next++ % vm_uid_count;
+		for (i = 0; i < VM_MAX_LIVE; i++) {
+			if (vm_uid_used[i] == cand)
+				break;
+			if (vm_uid_used[i] == 0 && slot == VM_MAX_LIVE)
+				slot = i;
+		}
+		if (i == VM_MAX_LIVE && slot < VM_MAX_LIVE)
+			uid = vm_uid_used[slot] = cand;
+	}
+	pthread_mutex_unlock(&vm_live_lock);
+	return uid;
+}
+
+static void
+vm_uid_put(uid_t uid)
+{
+	size_t i;
+
+	pthread_mutex_lock(&vm_live_lock);
+	for (i = 0; uid != 0 && i < VM_MAX_LIVE; i++) {
+		if (vm_uid_used[i] == uid) {
+			vm_uid_used[i] = 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&vm_live_lock);
+}
 
 static void
 vm_live_set(pid_t old, pid_t new)
@@ -176,12 +245,22 @@ vm_args(struct argv *a, const struct snapshot *s, int clone)
 	argv_add(a, "-m");
 	argv_add(a, "%lluM", mb);
 	argv_add(a, "-object");
-	argv_add(a, "memory-backend-file,id=ram,size=%lluM,mem-path=%s,"
-	    "share=%s", mb, s->mem_path, clone ? "off" : "on");
+	if (clone)
+		argv_add(a, "memory-backend-file,id=ram,size=%lluM,"
+		    "mem-path=/proc/self/fd/%d,share=off", mb, VM_FD_RAM);
+	else
+		argv_add(a, "memory-backend-file,id=ram,size=%lluM,"
+		    "mem-path=%s,share=on", mb, s->mem_path);
 	argv_add(a, "-kernel");
-	argv_add(a, "%s", t->kernel);
+	if (clone)
+		argv_add(a, "/proc/self/fd/%d", VM_FD_RAM + 1);
+	else
+		argv_add(a, "%s", t->kernel);
 	argv_add(a, "-initrd");
-	argv_add(a, "%s", t->initrd);
+	if (clone)
+		argv_add(a, "/proc/self/fd/%d", VM_FD_RAM + 2);
+	else
+		argv_add(a, "%s", t->initrd);
 	argv_add(a, "-append");
 	argv_add(a, "%s", s->cmdline);
 	argv_add(a, "-serial");
@@ -216,25 +295,44 @@ vm_args(struct argv *a, const struct snapshot *s, int clone)
 	}
 }
 
+/* What a QEMU child is given: the parent fills it, the child only reads. */
+struct vm_exec {
+	char		**argv;
+	int		  fds[VM_NFDS];	/* to fd 3 + i; -1: none */
+	int		  errfd;	/* QEMU's stderr; -1: a pipe */
+	int		  nice;
+	const struct jail *jail;	/* NULL: the template, not jailed */
+	uid_t		  uid;		/* 0: stays root (the template) */
+	int		  kvm_gid;	/* -1: none needed */
+	uint64_t	  guest_mem;	/* for the cgroup's limits */
+	unsigned	  vcpus;
+};
+
 /*
- * In the child, between fork and exec: only async-signal-safe calls.
- * Moves the three descriptors to 3, 4, 5 and closes everything else, so
- * no FastCGI connection of another worker leaks into QEMU.
+ * In the child, between clone and exec of a threaded vmcgi: system calls
+ * only (glibc's own state still describes the parent's threads).  Moves
+ * the descriptors to 3 to 8 and closes everything else, so no FastCGI
+ * connection of another worker leaks into QEMU.
  */
 static void
-vm_child(char **argv, int chan, int qmp, int state, int errfd, pid_t parent,
-    const struct vm_cgroup *cg, int nice, const struct jail *jail)
+vm_child(const struct vm_exec *x, const struct vm_cgroup *cg)
 {
-	int fds[4] = { chan, qmp, state, errfd };
-	sigset_t none;
-	int i, null;
-
+	struct pollfd self = { .fd = vm_self_pidfd, .events = POLLIN };
 	struct rlimit nocore = { 0, 0 };
+	struct rlimit nofile = { VM_MAX_FILES, VM_MAX_FILES };
+	struct rlimit nproc = { VM_MAX_THREADS, VM_MAX_THREADS };
+	int fds[VM_NFDS], i, null;
+	gid_t kvm = (gid_t)x->kvm_gid;
+	sigset_t none;
 
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	signal(SIGPIPE, SIG_DFL);
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+	/*
+	 * In a PID namespace of its own getppid() is 0, so whether vmcgi
+	 * died before the death signal was armed is asked of its pidfd.
+	 */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || poll(&self, 1, 0) != 0)
 		_exit(126);
 	/*
 	 * A crashing QEMU must not write tenant memory to a core file; and a
@@ -244,68 +342,98 @@ vm_child(char **argv, int chan, int qmp, int state, int errfd, pid_t parent,
 	if (setrlimit(RLIMIT_CORE, &nocore) < 0 ||
 	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
 	    unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
-	    (jail != NULL ? CLONE_NEWNS : 0)) < 0 ||
+	    (x->jail != NULL ? CLONE_NEWNS : 0)) < 0 ||
 	    cgroup_enter(cg) < 0)
 		_exit(126);
 	/*
 	 * A process group of its own, so that vm_resume can set the priority
 	 * of all of QEMU's threads at once (PRIO_PGRP reaches every thread).
 	 */
-	if (setpgid(0, 0) < 0 || setpriority(PRIO_PROCESS, 0, nice) < 0)
+	if (setpgid(0, 0) < 0 || setpriority(PRIO_PROCESS, 0, x->nice) < 0)
 		_exit(126);
-	for (i = 0; i < 4; i++)
-		if (fds[i] >= 0 && (fds[i] = fcntl(fds[i], F_DUPFD, 100)) < 0)
+	for (i = 0; i < VM_NFDS; i++)
+		if ((fds[i] = x->fds[i]) >= 0 &&
+		    (fds[i] = fcntl(fds[i], F_DUPFD, 100)) < 0)
 			_exit(126);
 	null = open("/dev/null", O_RDWR);
 	if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 ||
-	    dup2(fds[3] >= 0 ? fds[3] : null, 2) < 0 ||
-	    dup2(fds[0], VM_FD_CHAN) < 0 || dup2(fds[1], VM_FD_QMP) < 0)
+	    dup2(x->errfd >= 0 ? x->errfd : null, 2) < 0)
 		_exit(126);
-	if (fds[2] >= 0 && dup2(fds[2], VM_FD_STATE) < 0)
-		_exit(126);
-	close_range(VM_FD_STATE + (fds[2] >= 0), ~0U, 0);
-	if (jail != NULL && jail_enter(jail) < 0)
+	for (i = 0; i < VM_NFDS; i++) {
+		if (fds[i] < 0)
+			close(VM_FD_CHAN + i);
+		else if (dup2(fds[i], VM_FD_CHAN + i) < 0)
+			_exit(126);
+	}
+	close_range(VM_FD_CHAN + VM_NFDS, ~0U, 0);
+	if (x->jail != NULL && jail_enter(x->jail) < 0)
 		_exit(125);
+	/*
+	 * Its own uid, no capability left.  Raw calls: glibc's wrappers
+	 * would signal the threads this copy of vmcgi does not have.  As
+	 * the uid is this VM's alone, RLIMIT_NPROC bounds its threads; a
+	 * clone writes no file (its RAM is sealed, its serial port null).
+	 */
+	if (x->uid != 0 &&
+	    (setrlimit(RLIMIT_NOFILE, &nofile) < 0 ||
+	    setrlimit(RLIMIT_NPROC, &nproc) < 0 ||
+	    setrlimit(RLIMIT_FSIZE, &nocore) < 0 ||
+	    syscall(SYS_setgroups, x->kvm_gid >= 0 ? 1 : 0, &kvm) < 0 ||
+	    syscall(SYS_setresgid, x->uid, x->uid, x->uid) < 0 ||
+	    syscall(SYS_setresuid, x->uid, x->uid, x->uid) < 0))
+		_exit(124);
+	/*
+	 * A change of uid clears the death signal: arm it again, and ask
+	 * once more whether vmcgi died meanwhile.
+	 */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || poll(&self, 1, 0) != 0)
+		_exit(126);
 	/* Last: it refuses unshare, which the steps above use. */
 	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &vm_filter) < 0)
 		_exit(126);
-	execv(argv[0], argv);
+	execv(x->argv[0], x->argv);
 	_exit(127);
 }
 
 /*
- * Fork and exec QEMU with argv.  On success fills vm->pid, vm->chan,
- * vm->qmp.fd and vm->errfd and returns 0; else -errno, nothing running.
+ * Start QEMU as x says, as PID 1 of a PID namespace of its own (it sees
+ * no other process; killing it ends the namespace).  Fills x->fds[0..1]
+ * with the far ends of the channel and monitor socketpairs.  On success
+ * fills vm->pid, vm->chan, vm->qmp.fd and vm->errfd and returns 0; else
+ * -errno, nothing running.
  */
 static int
-vm_spawn(struct vm *vm, char **argv, int statefd, int errfd_in,
-    uint64_t guest_mem, int nice, const struct jail *jail)
+vm_spawn(struct vm *vm, struct vm_exec *x)
 {
 	int chan[2] = { -1, -1 }, qmp[2] = { -1, -1 }, errp[2] = { -1, -1 };
-	pid_t parent = getpid();
 	int rc = 0;
 
-	if (vm_cgroups && (rc = cgroup_create(&vm->cg, guest_mem +
-	    VM_OVERHEAD_BYTES, VM_MAX_THREADS)) < 0) {
+	/* CPU: each vCPU's thread, and one for QEMU's main loop and I/O. */
+	if (vm_cgroups && (rc = cgroup_create(&vm->cg, x->guest_mem +
+	    VM_OVERHEAD_BYTES, VM_MAX_THREADS, x->vcpus + 1)) < 0) {
 		log_warnx("cgroup for a VM: %s", strerror(-rc));
 		return rc;
 	}
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) < 0 ||
 	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qmp) < 0 ||
-	    (errfd_in < 0 && pipe2(errp, O_CLOEXEC | O_NONBLOCK) < 0)) {
+	    (x->errfd < 0 && pipe2(errp, O_CLOEXEC | O_NONBLOCK) < 0)) {
 		rc = -errno;
 		goto fail;
 	}
-	vm->pid = fork();
+	x->fds[VM_FD_CHAN - 3] = chan[1];
+	x->fds[VM_FD_QMP - 3] = qmp[1];
+	if (x->errfd < 0)
+		x->errfd = errp[1];
+	/* fork(), plus CLONE_NEWPID: the child runs on a copy of this stack */
+	vm->pid = (pid_t)syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, NULL,
+	    NULL, NULL, 0UL);
 	if (vm->pid < 0) {
 		rc = -errno;
 		goto fail;
 	}
 	if (vm->pid == 0)
-		vm_child(argv, chan[1], qmp[1], statefd,
-		    errfd_in >= 0 ? errfd_in : errp[1], parent, &vm->cg, nice,
-		    jail);
+		vm_child(x, &vm->cg);
 	vm_live_set(0, vm->pid);
 	close(chan[1]);
 	close(qmp[1]);
@@ -345,6 +473,9 @@ vm_destroy(struct vm *vm)
 		vm_live_set(vm->pid, 0);
 		vm->pid = -1;
 	}
+	/* Only now, with QEMU reaped, may another VM get its uid. */
+	vm_uid_put(vm->uid);
+	vm->uid = 0;
 	cgroup_remove(&vm->cg);
 	if (vm->chan.in != NULL || vm->chan.fd >= 0)
 		chan_free(&vm->chan);
@@ -529,13 +660,27 @@ vm_load(struct snapshot *s, struct vm *vm, int background, int timeout_ms,
 {
 	long start = clock_now_ms(), deadline = start + timeout_ms;
 	struct argv a = { .n = 0 };
+	struct vm_exec x = {
+		.errfd = -1,
+		.nice = background ? VM_NICE_BACKGROUND : 0,
+		.jail = s->jail,
+		.kvm_gid = s->kvm_gid,
+		.guest_mem = s->tmpl->memory,
+		.vcpus = s->tmpl->vcpus,
+	};
 	char cmd[128];
 	int statefd, rc;
 
 	vm_init(vm);
+	if (vm_uid_count > 0 && (vm->uid = vm_uid_take()) == 0) {
+		snprintf(err, errlen, "no uid left: all %u of vm_uids are "
+		    "live VMs'", (unsigned)vm_uid_count);
+		return -1;
+	}
+	x.uid = vm->uid;
 	/*
-	 * Read-locked until QEMU greets on QMP, by which time it has mapped
-	 * the RAM file: a rebuild renames the pair only in between.
+	 * Read-locked until QEMU greets on QMP, by which time it has opened
+	 * the state and sealed files: a rebuild replaces them only between.
 	 */
 	pthread_rwlock_rdlock(&s->files);
 	statefd = open(s->state_path, O_RDONLY | O_CLOEXEC);
@@ -543,11 +688,16 @@ vm_load(struct snapshot *s, struct vm *vm, int background, int timeout_ms,
 		pthread_rwlock_unlock(&s->files);
 		snprintf(err, errlen, "open \"%s\": %s", s->state_path,
 		    strerror(errno));
+		vm_uid_put(vm->uid);
+		vm->uid = 0;
 		return -1;
 	}
+	x.fds[VM_FD_STATE - 3] = statefd;
+	for (int i = 0; i < 3; i++)
+		x.fds[VM_FD_RAM - 3 + i] = s->sealed[i];
 	vm_args(&a, s, 1);
-	rc = vm_spawn(vm, a.v, statefd, -1, s->tmpl->memory,
-	    background ? VM_NICE_BACKGROUND : 0, s->jail);
+	x.argv = a.v;
+	rc = vm_spawn(vm, &x);
 	argv_free(&a);
 	close(statefd);
 	if (rc == 0)
@@ -628,8 +778,16 @@ snapshot_boot(struct snapshot *s, char *err, size_t errlen)
 	struct proto_hdr hdr;
 	const uint8_t *p;
 	char cmd[128], reply[512] = "", *logpath;
+	struct vm_exec x = {
+		.kvm_gid = -1,
+		.guest_mem = s->tmpl->memory,
+		.vcpus = s->tmpl->vcpus,
+	};
 	struct vm vm;
 	int statefd, logfd, rc;
+
+	for (int i = 0; i < VM_NFDS; i++)
+		x.fds[i] = -1;
 
 	vm_init(&vm);
 	if (asprintf(&logpath, "%s.log", s->state_path) < 0)
@@ -649,7 +807,9 @@ snapshot_boot(struct snapshot *s, char *err, size_t errlen)
 	}
 	vm_args(&a, s, 0);
 	/* No jail: the template runs before any tenant input exists. */
-	rc = vm_spawn(&vm, a.v, -1, logfd, s->tmpl->memory, 0, NULL);
+	x.argv = a.v;
+	x.errfd = logfd;
+	rc = vm_spawn(&vm, &x);
 	argv_free(&a);
 	close(logfd);
 	if (rc < 0) {
@@ -801,15 +961,16 @@ snapshot_write_stamp(const char *path, const char *stamp)
 
 /*
  * What a clone's QEMU may see: /usr (QEMU, its libraries and firmware),
- * the loader's cache, this template's kernel, initrd and RAM file, and
- * the devices QEMU opens.  The RAM file is bound writable: QEMU 7.2's
- * memory-backend-file opens it read-write even for a private mapping
- * (docs/security.md).  0, or -1 with a message in err.
+ * the loader's cache, the devices QEMU opens and a /proc of its own PID
+ * namespace (its RAM, kernel and initrd come as sealed descriptors).
+ * Under KVM, QEMU's uid needs the group of /dev/kvm unless anyone may
+ * use it.  0, or -1 with a message in err.
  */
 static int
 snapshot_jail(struct snapshot *s, const struct config *cfg, char *err,
     size_t errlen)
 {
+	struct stat st;
 	struct jail *j;
 	int rc = 0;
 
@@ -825,13 +986,23 @@ snapshot_jail(struct snapshot *s, const struct config *cfg, char *err,
 		rc |= jail_add(j, "/etc/ld.so.cache", 1, 0);
 	if (strncmp(s->qemu, "/usr/", 5) != 0)
 		rc |= jail_add(j, s->qemu, 1, 1);
-	rc |= jail_add(j, s->tmpl->kernel, 1, 0);
-	rc |= jail_add(j, s->tmpl->initrd, 1, 0);
-	rc |= jail_add(j, s->mem_path, 0, 0);
 	rc |= jail_add(j, "/dev/null", 0, 0);
 	rc |= jail_add(j, "/dev/urandom", 0, 0);
-	if (strcmp(s->accel, "kvm") == 0)
+	s->kvm_gid = -1;
+	if (strcmp(s->accel, "kvm") == 0) {
 		rc |= jail_add(j, "/dev/kvm", 0, 0);
+		if (stat("/dev/kvm", &st) == 0 && (st.st_mode & 06) != 06) {
+			if ((st.st_mode & 060) != 060) {
+				free(j);
+				snprintf(err, errlen, "/dev/kvm (mode %04o) "
+				    "is not open to its group, so QEMU, "
+				    "running as a uid of vm_uids, cannot use "
+				    "it", (unsigned)(st.st_mode & 07777));
+				return -1;
+			}
+			s->kvm_gid = (int)st.st_gid;
+		}
+	}
 	if (rc != 0) {
 		free(j);
 		snprintf(err, errlen, "a path for the jail is relative or "
@@ -843,16 +1014,104 @@ snapshot_jail(struct snapshot *s, const struct config *cfg, char *err,
 }
 
 /*
- * The RAM file is replaced by rename, never rewritten in place: a clone of
- * an older snapshot still maps the old inode, which must not change under
- * it.
+ * Copy path into a memfd named name and seal it against any write, growth
+ * or shrinking, for good.  Only the file's data is copied: guest pages
+ * never touched stay holes and read as zeros.  0 and *out, or -1 with a
+ * message in err.
+ */
+static int
+seal_copy(const char *path, const char *name, int *out, char *err,
+    size_t errlen)
+{
+	enum { CHUNK = 1 << 20 };
+	const char *what = "open";
+	char *buf = NULL;
+	struct stat st;
+	off_t data, hole, off;
+	ssize_t n;
+	int in, mfd = -1;
+
+	if ((in = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		goto fail;
+	what = "memfd_create";
+	if (fstat(in, &st) < 0 || (mfd = memfd_create(name, MFD_CLOEXEC |
+	    MFD_ALLOW_SEALING)) < 0)
+		goto fail;
+	what = "ftruncate";
+	if (ftruncate(mfd, st.st_size) < 0)
+		goto fail;
+	if ((buf = malloc(CHUNK)) == NULL)
+		abort();
+	what = "copy";
+	for (data = 0; data < st.st_size; data = hole) {
+		if ((data = lseek(in, data, SEEK_DATA)) < 0) {
+			if (errno == ENXIO)
+				break;	/* nothing but a hole up to the end */
+			goto fail;
+		}
+		if ((hole = lseek(in, data, SEEK_HOLE)) < 0)
+			goto fail;
+		for (off = data; off < hole; off += n) {
+			n = pread(in, buf, hole - off < CHUNK ?
+			    (size_t)(hole - off) : CHUNK, off);
+			if (n <= 0 || pwrite(mfd, buf, (size_t)n, off) != n) {
+				if (n == 0 || errno == 0)
+					errno = EIO;
+				goto fail;
+			}
+		}
+	}
+	what = "seal";
+	if (fcntl(mfd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK |
+	    F_SEAL_GROW | F_SEAL_WRITE) < 0)
+		goto fail;
+	free(buf);
+	close(in);
+	*out = mfd;
+	return 0;
+fail:
+	snprintf(err, errlen, "%s \"%s\": %s", what, path, strerror(errno));
+	free(buf);
+	if (in >= 0)
+		close(in);
+	if (mfd >= 0)
+		close(mfd);
+	return -1;
+}
+
+/* Sealed copies of the RAM file at mem_path, the kernel and the initrd. */
+static int
+snapshot_seal(const struct snapshot *s, const char *mem_path, int fds[3],
+    char *err, size_t errlen)
+{
+	static const char *const what[3] = { "ram", "kernel", "initrd" };
+	const char *paths[3] = { mem_path, s->tmpl->kernel, s->tmpl->initrd };
+	char name[64];
+	int i, k;
+
+	for (i = 0; i < 3; i++) {
+		snprintf(name, sizeof(name), "vmcgi-%.32s-%s", s->tmpl->name,
+		    what[i]);
+		if (seal_copy(paths[i], name, &fds[i], err, errlen) < 0) {
+			for (k = 0; k < i; k++)
+				close(fds[k]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The files are replaced by rename, never rewritten in place, so that a
+ * vmcgi started later finds a consistent pair; clones alive keep the
+ * sealed copies they were started from.
  */
 int
 snapshot_rebuild(struct snapshot *s, char *err, size_t errlen)
 {
 	struct snapshot b = *s;
 	char stamp[4096];
-	int rc;
+	int fresh[3], i, rc;
 
 	if (snapshot_stamp(s, stamp, sizeof(stamp)) < 0) {
 		snprintf(err, errlen, "%s", stamp);
@@ -866,13 +1125,22 @@ snapshot_rebuild(struct snapshot *s, char *err, size_t errlen)
 	rc = snapshot_boot(&b, err, errlen);
 	if (rc < 0)
 		snapshot_log_tail(&b, err, errlen);
-	/* No clone may open one file of the old pair and one of the new. */
+	if (rc == 0)
+		rc = snapshot_seal(s, b.mem_path, fresh, err, errlen);
+	/* No clone may get one file of the old pair and one of the new. */
 	pthread_rwlock_wrlock(&s->files);
 	if (rc == 0 && (rename(b.mem_path, s->mem_path) < 0 ||
 	    rename(b.state_path, s->state_path) < 0)) {
 		snprintf(err, errlen, "rename \"%s\": %s", b.mem_path,
 		    strerror(errno));
+		for (i = 0; i < 3; i++)
+			close(fresh[i]);
 		rc = -1;
+	}
+	for (i = 0; rc == 0 && i < 3; i++) {
+		if (s->sealed[i] >= 0)
+			close(s->sealed[i]);
+		s->sealed[i] = fresh[i];
 	}
 	pthread_rwlock_unlock(&s->files);
 	if (rc == 0 && (rc = snapshot_write_stamp(s->stamp_path, stamp)) < 0)
@@ -897,6 +1165,7 @@ snapshot_prepare(struct snapshot *s, const struct config *cfg,
 	s->qemu = cfg->qemu;
 	s->accel = accel;
 	pthread_rwlock_init(&s->files, NULL);
+	s->sealed[0] = s->sealed[1] = s->sealed[2] = -1;
 	if (strcmp(accel, "tcg") == 0 && tsc_khz > 0)
 		rc = asprintf(&s->cmdline, VM_CMDLINE VM_CMDLINE_TCG, tsc_khz);
 	else
@@ -918,7 +1187,7 @@ snapshot_prepare(struct snapshot *s, const struct config *cfg,
 	    access(s->mem_path, R_OK) == 0 &&
 	    access(s->state_path, R_OK) == 0) {
 		s->reused = 1;
-		return 0;
+		return snapshot_seal(s, s->mem_path, s->sealed, err, errlen);
 	}
 	return snapshot_rebuild(s, err, errlen);
 }
@@ -926,6 +1195,9 @@ snapshot_prepare(struct snapshot *s, const struct config *cfg,
 void
 snapshot_free(struct snapshot *s)
 {
+	for (int i = 0; i < 3; i++)
+		if (s->sealed[i] >= 0)
+			close(s->sealed[i]);
 	free(s->jail);
 	free(s->mem_path);
 	free(s->state_path);

@@ -178,7 +178,8 @@ worker_accept(struct server *srv)
 static void *
 worker_main(void *arg)
 {
-	struct server *srv = arg;
+	struct worker *w = arg;
+	struct server *srv = w->srv;
 	FCGX_Request req;
 	int fd, rc;
 
@@ -203,7 +204,7 @@ worker_main(void *arg)
 			log_warnx("FastCGI connection refused: malformed "
 			    "records, early close or read_timeout (%d)", rc);
 		else
-			request_serve(srv, &req);
+			request_serve(srv, w->broker, &req);
 		response_close_fcgi(&req);
 		atomic_store(&srv->freed_ms, clock_now_ms());
 		atomic_fetch_sub(&srv->busy, 1);
@@ -271,7 +272,7 @@ worker_overflow(void *arg)
 }
 
 int
-worker_start(struct server *srv)
+worker_start(struct server *srv, const int *brokers)
 {
 	int p[2], rc;
 	unsigned i;
@@ -282,13 +283,16 @@ worker_start(struct server *srv)
 	}
 	srv->stop_rd = p[0];
 	srv->stop_wr = p[1];
-	srv->threads = calloc(srv->cfg->workers, sizeof(pthread_t));
-	if (srv->threads == NULL) {
-		log_warn("calloc %u threads", srv->cfg->workers);
+	srv->workers = calloc(srv->cfg->workers, sizeof(*srv->workers));
+	if (srv->workers == NULL) {
+		log_warn("calloc %u workers", srv->cfg->workers);
 		return -1;
 	}
 	for (i = 0; i < srv->cfg->workers; i++) {
-		rc = pthread_create(&srv->threads[i], NULL, worker_main, srv);
+		srv->workers[i].srv = srv;
+		srv->workers[i].broker = brokers[i];
+		rc = pthread_create(&srv->workers[i].thread, NULL, worker_main,
+		    &srv->workers[i]);
 		if (rc != 0) {
 			errno = rc;
 			log_warn("pthread_create worker %u", i);
@@ -314,13 +318,11 @@ worker_stop(struct server *srv, unsigned grace_ms)
 
 	if (write(srv->stop_wr, "x", 1) != 1)
 		log_warn("write stop pipe");
-	/* New connections are refused now rather than left in the backlog. */
-	if (srv->cfg->listen[0] == '/')
-		unlink(srv->cfg->listen);
 	pthread_join(srv->overflow, NULL);
 	clock_deadline(&until, CLOCK_REALTIME, grace_ms);
 	for (i = 0; i < srv->nthreads; i++)
-		if (pthread_timedjoin_np(srv->threads[i], NULL, &until) != 0)
+		if (pthread_timedjoin_np(srv->workers[i].thread, NULL,
+		    &until) != 0)
 			late = 1;
 	return late ? -1 : 0;
 }

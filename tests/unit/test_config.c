@@ -46,6 +46,11 @@ test_good(void)
 	    "octo/push defaults");
 	CHECK(config_handler(&c, "octo", "checkout") == NULL,
 	    "handlers belong to their tenant");
+	CHECK(c.user != NULL && strcmp(c.user, "nobody") == 0 &&
+	    c.user_uid != 0, "user default: nobody");
+	CHECK(c.vm_uid_first == 0x70000000 && c.vm_uid_last == 0x7000ffff,
+	    "vm_uids default: %lu-%lu", (unsigned long)c.vm_uid_first,
+	    (unsigned long)c.vm_uid_last);
 	config_free(&c);
 }
 
@@ -181,6 +186,29 @@ test_bad(void)
 	expect_error("[template t]\nkernel = k\ninitrd = i\n"
 	    "pool_max_age = 10ms\n", "[template t] pool_max_age");
 	expect_error(BASE "[tenant Bad!]\ndir = d\n", "not a valid name");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "vm_uids = 0-100\n", "not a range of uids");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "vm_uids = 200-100\n", "not a range of uids");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "vm_uids = 100000-3000000000\n", "not a range of uids");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "vm_uids = 100000\n", "is not FIRST-LAST");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "vm_uids = 100000-x\n", "is not FIRST-LAST");
+	/* Each live VM its own: two cannot hold a pool of 3 and more. */
+	expect_error("[template t]\nkernel = k\ninitrd = i\npool_size = 3\n"
+	    "[tenant a]\ndir = d\n[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "vm_uids = 1879048192-1879048193\n", "cannot give each live VM");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "user = root\n", "must hold no privilege");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "user = no-such-user-here\n", "no user \"no-such-user-here\"");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "workers = 257\n", "[vmcgi] workers");
+	/* root's group and account are in 0-10: vmcgi refuses to share. */
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "vm_uids = 1-100000\n", "of user");
 }
 
 static void
