@@ -29,6 +29,7 @@
 #define SANDBOX_PIDS_MAX "256"		/* a fork bomb stops here */
 #define SANDBOX_MEM_PERCENT 75		/* of the guest's MemTotal */
 #define SANDBOX_NOFILE 1024
+#define SANDBOX_NPROC 256	/* as pids.max: only handlers use their uid */
 #define SANDBOX_FSIZE (64UL << 20)	/* /tmp holds 64 MB anyway */
 
 /* The common list, and io_uring: QEMU may use it, a handler need not. */
@@ -184,9 +185,11 @@ sandbox_enter(void)
 {
 	struct rlimit nofile = { SANDBOX_NOFILE, SANDBOX_NOFILE };
 	struct rlimit fsize = { SANDBOX_FSIZE, SANDBOX_FSIZE };
+	struct rlimit nproc = { SANDBOX_NPROC, SANDBOX_NPROC };
 	struct rlimit core = { 0, 0 };
 
 	if (setrlimit(RLIMIT_NOFILE, &nofile) == -1 ||
+	    setrlimit(RLIMIT_NPROC, &nproc) == -1 ||
 	    setrlimit(RLIMIT_FSIZE, &fsize) == -1 ||
 	    setrlimit(RLIMIT_CORE, &core) == -1)
 		return -errno;

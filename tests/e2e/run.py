@@ -1732,8 +1732,8 @@ def test_abuse_closed_stdout(env):
 @test()
 def test_abuse_kill_parent_reboot(env):
     """Killing the agent, rebooting, mounting, reading PID 1: refused;
-    the handler runs under seccomp and no_new_privs, 1024 files, in the
-    sandbox cgroup with its pids and memory limits."""
+    the handler runs under seccomp and no_new_privs, 1024 files, 256
+    processes, in the sandbox cgroup with its pids and memory limits."""
     r = abuse(env, "killparent", (200,), "exit=0")
     want = (b"kill 1: refused\nkill parent: refused\nreboot: refused\n"
             b"mount: refused\nenviron of 1: refused\n")
@@ -1741,7 +1741,8 @@ def test_abuse_kill_parent_reboot(env):
     check(re.search(rb"^Seccomp:\s+2$", r.body, re.M) and
           re.search(rb"^NoNewPrivs:\s+1$", r.body, re.M),
           "no seccomp filter: %r" % r.body)
-    m = re.search(rb"\n0::/sandbox/run\n(\d+)\n(\d+)\n1024\nalive\n$", r.body)
+    m = re.search(rb"\n0::/sandbox/run\n(\d+)\n(\d+)\n1024\n"
+                  rb"Max processes +256 +256 +processes *\nalive\n$", r.body)
     check(m, "cgroup, limits: %r" % r.body)
     pids, mem = int(m.group(1)), int(m.group(2))
     check(pids == 256 and 0 < mem <= 400 << 20,

@@ -15,4 +15,5 @@ grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status
 cat /proc/self/cgroup /sys/fs/cgroup/sandbox/pids.max \
     /sys/fs/cgroup/sandbox/memory.max
 ulimit -n
+grep '^Max processes' /proc/self/limits
 echo alive
