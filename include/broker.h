@@ -10,8 +10,8 @@
  * from the pool and hands over the clone's agent channel and the script
  * as descriptors.  DONE gives both back: the VM is killed and reaped and
  * the slot released before the reply.  A channel holds at most one VM.
- * Every message has one fixed size; anything else ends the FastCGI
- * process.
+ * Every message has one fixed size; anything else, or a channel closed
+ * while the FastCGI process lives, ends that process (and so vmcgi).
  */
 #ifndef VMCGI_BROKER_H
 #define VMCGI_BROKER_H
@@ -55,7 +55,8 @@ struct broker_reply {
 struct broker {
 	struct server	*srv;
 	int		 fd;
-	pid_t		 peer;		/* killed on a malformed message */
+	int		 index;		/* the worker's number */
+	int		 peer;		/* the FastCGI process's pidfd */
 	pthread_t	 thread;
 };
 

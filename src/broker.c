@@ -26,6 +26,7 @@
 
 #define BROKER_RESTORE_TIMEOUT_MS 30000
 #define BROKER_FLUSH_TIMEOUT_MS 2000
+#define BROKER_EXIT_GRACE_MS 2000
 
 int
 broker_valid(const struct broker_msg *m, ssize_t len, int held,
@@ -208,10 +209,12 @@ broker_main(void *arg)
 	struct broker *b = arg;
 	struct server *srv = b->srv;
 	const struct handler *held = NULL;
+	struct pollfd ended = { .fd = b->peer, .events = POLLIN };
 	struct broker_reply r;
 	struct broker_msg m;
 	struct vm vm;
 	ssize_t n;
+	int grace = 0;
 
 	memset(&vm, 0, sizeof(vm));
 	vm.pid = -1;
@@ -220,13 +223,19 @@ broker_main(void *arg)
 		n = recv(b->fd, &m, sizeof(m), MSG_TRUNC);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
-			break;		/* the FastCGI process is gone */
+		/*
+		 * 0 is the end of the stream, or an empty message, which
+		 * SOCK_SEQPACKET cannot tell apart: either way this channel
+		 * is done, and the kill below says whether it was early.
+		 */
+		if (n <= 0) {
+			grace = BROKER_EXIT_GRACE_MS;
+			break;
+		}
 		if (!broker_valid(&m, n, held != NULL, srv->cfg->nhandlers)) {
 			log_warnx("broker: a malformed message from the "
-			    "FastCGI process (%zd bytes, type %u): killing "
-			    "it", n, n >= 4 ? m.type : 0);
-			kill(b->peer, SIGKILL);
+			    "FastCGI process (%zd bytes, type %u)", n,
+			    n >= 4 ? m.type : 0);
 			break;
 		}
 		if (m.type == BROKER_TAKE) {
@@ -245,6 +254,19 @@ broker_main(void *arg)
 	if (held != NULL) {
 		vm_destroy(&vm);
 		admit_release(&srv->admit, held);
+	}
+	/*
+	 * A FastCGI process closes its channels only by ending (its
+	 * descriptors close a moment before its exit shows on the pidfd).
+	 * One still alive after that moment, or one that sent a malformed
+	 * message, lied or broke its channel: it goes, and vmcgi with it,
+	 * rather than serve on with a worker that can never get a VM.  The
+	 * pidfd cannot reach another process that took its pid.
+	 */
+	if (poll(&ended, 1, grace) == 0) {	/* readable once it exited */
+		log_warnx("broker: channel %d ended while the FastCGI process "
+		    "lived: killing it", b->index);
+		syscall(SYS_pidfd_send_signal, b->peer, SIGKILL, NULL, 0);
 	}
 	close(b->fd);
 	b->fd = -1;

@@ -359,7 +359,12 @@ g_user(struct loader *l, void *o, const char *v)
 	struct passwd *pw;
 
 	errno = 0;
-	if ((pw = getpwnam(v)) == NULL)
+	pw = getpwnam(v);
+	/* A uid, as listen_owner takes, if no user has that name. */
+	if (pw == NULL && v[0] != '\0' && strspn(v, "0123456789") ==
+	    strlen(v) && strlen(v) < 11)
+		pw = getpwuid((uid_t)strtoul(v, NULL, 10));
+	if (pw == NULL)
 		return load_error(l, "no user \"%s\"%s%s", v,
 		    errno ? ": " : "", errno ? strerror(errno) : "");
 	if (pw->pw_uid == 0 || pw->pw_gid == 0)
@@ -381,11 +386,13 @@ g_vm_uids(struct loader *l, void *o, const char *v)
 	char *end, *end2;
 
 	errno = 0;
+	if (!isdigit((unsigned char)v[0]))
+		goto bad;
 	first = strtoul(v, &end, 10);
-	if (end == v || *end != '-' || errno != 0)
+	if (*end != '-' || !isdigit((unsigned char)end[1]) || errno != 0)
 		goto bad;
 	last = strtoul(end + 1, &end2, 10);
-	if (end2 == end + 1 || *end2 != '\0' || errno != 0)
+	if (*end2 != '\0' || errno != 0)
 		goto bad;
 	/* 0 is root; from 2^31 on, some tools take a uid for negative. */
 	if (first == 0 || last < first || last > 0x7fffffffUL)
@@ -885,7 +892,8 @@ config_finish(struct loader *l)
 		l->section = "vmcgi";
 		l->key = "vm_uids";
 		return load_error(l, "%lu uids cannot give each live VM its "
-		    "own: up to %llu can live at once (max_vms and the pools)",
+		    "own: up to %llu can live at once (max_vms, the pools "
+		    "and one refill per template)",
 		    (unsigned long)(c->vm_uid_last - c->vm_uid_first + 1),
 		    (unsigned long long)clones);
 	}

@@ -2,6 +2,7 @@
  * vmcgi: a FastCGI responder that runs each webhook event's handler in a
  * fresh microVM restored from a snapshot.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcgiapp.h>
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -71,6 +73,60 @@ block_signals(sigset_t *set)
 	if (pthread_sigmask(SIG_BLOCK, set, NULL) != 0)
 		fatalx("pthread_sigmask failed");
 	signal(SIGPIPE, SIG_IGN);	/* client aborts are write errors */
+}
+
+/*
+ * Clones' uids must be theirs alone on the host: a process already running
+ * with one is most likely another vmcgi given the same vm_uids, and the
+ * two would share per-user kernel limits (RLIMIT_NPROC among them).
+ */
+static void
+warn_shared_uids(const struct config *cfg)
+{
+	char path[64], line[256];
+	unsigned long uid;
+	struct dirent *e;
+	FILE *f;
+	DIR *d;
+
+	if ((d = opendir("/proc")) == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] < '1' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%.16s/status", e->d_name);
+		if ((f = fopen(path, "re")) == NULL)
+			continue;
+		uid = 0;
+		while (fgets(line, sizeof(line), f) != NULL)
+			if (sscanf(line, "Uid: %lu", &uid) == 1)
+				break;
+		fclose(f);
+		if (uid >= cfg->vm_uid_first && uid <= cfg->vm_uid_last) {
+			log_warnx("process %s runs as uid %lu, in vm_uids: "
+			    "does another vmcgi use the same range? Give "
+			    "each its own", e->d_name, uid);
+			break;
+		}
+	}
+	closedir(d);
+}
+
+/*
+ * Only the FastCGI process runs libfcgi: this one may use all the
+ * descriptors it is allowed (each live VM holds a few).
+ */
+static void
+more_descriptors(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		log_warn("setrlimit RLIMIT_NOFILE %llu",
+		    (unsigned long long)rl.rlim_max);
 }
 
 static void
@@ -201,7 +257,7 @@ fastcgi_fork(struct server *srv)
 {
 	unsigned n = srv->cfg->workers, i;
 	pid_t parent = getpid(), pid;
-	int *theirs, sp[2];
+	int *theirs, sp[2], pidfd;
 
 	srv->brokers = calloc(n, sizeof(*srv->brokers));
 	theirs = calloc(n + 1, sizeof(int));
@@ -222,9 +278,13 @@ fastcgi_fork(struct server *srv)
 		privsep_drop(srv->cfg, parent, theirs, (int)n + 1);
 		exit(fastcgi_main(srv, theirs));
 	}
+	/* Shared by the brokers, to kill this process and no other. */
+	if ((pidfd = (int)syscall(SYS_pidfd_open, pid, 0)) < 0)
+		fatal("pidfd_open %d", (int)pid);
 	for (i = 0; i < n; i++) {
 		close(theirs[i]);
-		srv->brokers[i].peer = pid;
+		srv->brokers[i].peer = pidfd;
+		srv->brokers[i].index = (int)i;
 	}
 	free(theirs);
 	close(srv->listen_fd);
@@ -309,6 +369,7 @@ main(int argc, char *argv[])
 	if (vm_filter_init() != 0)
 		fatalx("cannot build the seccomp filter for QEMU");
 	vm_use_uids(cfg.vm_uid_first, cfg.vm_uid_last);
+	warn_shared_uids(&cfg);
 	srv.snaps = prepare_templates(&cfg);
 	block_signals(&set);
 	if (admit_init(&srv.admit, &cfg) < 0)
@@ -319,6 +380,7 @@ main(int argc, char *argv[])
 	if (srv.listen_fd < 0)
 		fatalx("cannot listen on \"%s\"", cfg.listen);
 	fastcgi_fork(&srv);
+	more_descriptors();
 	for (i = 0; i < cfg.workers; i++)
 		if (broker_start(&srv.brokers[i]) < 0)
 			fatalx("cannot start the broker threads");

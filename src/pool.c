@@ -67,6 +67,7 @@ pool_refill_one(struct pool *p)
 	if (rc == 0 && !p->stopping && p->nidle < p->size) {
 		p->idle[p->nidle++] = slot;
 		p->failures = 0;
+		p->rebuilt = 0;	/* it works again: a later failure may rebuild */
 		return;
 	}
 	if (rc == 0) {
@@ -78,8 +79,8 @@ pool_refill_one(struct pool *p)
 	p->failures++;
 	log_warnx("template %s: pool restore failed (%u in a row): %s",
 	    p->snap->tmpl->name, p->failures, err);
-	if (p->failures >= POOL_REBUILD_AFTER && !p->rebuilt)
-		return;		/* pool_main rebuilds at once */
+	if (p->failures >= POOL_REBUILD_AFTER)
+		return;		/* pool_main rebuilds, or gives up, at once */
 	backoff = 250L << (p->failures < 8 ? p->failures : 8);
 	if (backoff > POOL_BACKOFF_MAX_MS)
 		backoff = POOL_BACKOFF_MAX_MS;
@@ -92,8 +93,10 @@ pool_refill_one(struct pool *p)
 /*
  * Clones that keep failing mean the snapshot itself went bad (a state file
  * damaged on disk, say): boot the template again, once.  If that fails
- * too, the template is broken and its handlers answer 503 until vmcgi is
- * restarted.  The lock is held, dropped meanwhile.
+ * too, or its clones fail as well before one works, the template is
+ * broken and its handlers answer 503 until vmcgi is restarted.  Once a
+ * clone of the new snapshot works, a later run of failures may rebuild
+ * again.  The lock is held, dropped meanwhile.
  */
 static void
 pool_rebuild(struct pool *p)
@@ -134,6 +137,13 @@ pool_main(void *arg)
 		if (p->failures >= POOL_REBUILD_AFTER && !p->rebuilt) {
 			pool_rebuild(p);
 			continue;
+		}
+		if (p->failures >= POOL_REBUILD_AFTER &&
+		    !atomic_load(&p->broken)) {
+			log_warnx("template %s: its clones still fail after "
+			    "the rebuild: its handlers answer 503",
+			    p->snap->tmpl->name);
+			atomic_store(&p->broken, 1);
 		}
 		if (atomic_load(&p->broken)) {
 			pthread_cond_wait(&p->wake, &p->lock);
@@ -225,6 +235,7 @@ pool_take(struct pool *p, struct vm *vm, int *pooled, int timeout_ms,
 	    vm_resume(vm, timeout_ms, err, errlen) == 0) {
 		pthread_mutex_lock(&p->lock);
 		p->failures = 0;
+		p->rebuilt = 0;
 		pthread_mutex_unlock(&p->lock);
 		return 0;
 	}

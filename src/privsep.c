@@ -30,7 +30,7 @@
  */
 static const char *const privsep_allowed[] = {
 	"read", "readv", "write", "writev", "pread64", "close", "fstat",
-	"newfstatat", "lseek", "poll", "ppoll", "select", "pselect6",
+	"newfstatat", "poll", "ppoll", "select", "pselect6",
 	"accept", "accept4", "recvfrom", "recvmsg", "sendto", "sendmsg",
 	"shutdown", "getsockopt", "setsockopt", "getsockname", "getpeername",
 	"fcntl", "pipe2", "futex", "mmap", "munmap", "mprotect", "mremap",
@@ -98,6 +98,13 @@ privsep_filter(void)
 	    SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD))) < 0 ||
 	    (rc = seccomp_rule_add(f, SCMP_ACT_ERRNO(ENOSYS),
 	    SCMP_SYS(clone3), 0)) < 0)
+		goto out;
+	/*
+	 * No seeking: stderr may be the privileged process's log file, whose
+	 * earlier lines must stay as written.
+	 */
+	if ((rc = seccomp_rule_add(f, SCMP_ACT_ERRNO(ESPIPE),
+	    SCMP_SYS(lseek), 0)) < 0)
 		goto out;
 	/* Nothing here opens files; a library that tries gets an error. */
 	if ((rc = seccomp_rule_add(f, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(open),

@@ -295,6 +295,8 @@ vm_args(struct argv *a, const struct snapshot *s, int clone)
 	}
 }
 
+static char *const vm_no_env[] = { NULL };
+
 /* What a QEMU child is given: the parent fills it, the child only reads. */
 struct vm_exec {
 	char		**argv;
@@ -328,6 +330,8 @@ vm_child(const struct vm_exec *x, const struct vm_cgroup *cg)
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	signal(SIGPIPE, SIG_DFL);
+	/* The template's RAM and console files: tenant memory, ours alone. */
+	umask(077);
 	/*
 	 * In a PID namespace of its own getppid() is 0, so whether vmcgi
 	 * died before the death signal was armed is asked of its pidfd.
@@ -391,7 +395,8 @@ vm_child(const struct vm_exec *x, const struct vm_cgroup *cg)
 	/* Last: it refuses unshare, which the steps above use. */
 	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &vm_filter) < 0)
 		_exit(126);
-	execv(x->argv[0], x->argv);
+	/* Nothing of vmcgi's environment: QEMU needs none of it. */
+	execve(x->argv[0], x->argv, vm_no_env);
 	_exit(127);
 }
 

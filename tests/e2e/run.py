@@ -22,6 +22,7 @@ www-data, a 502 from nginx for the missing socket, and the teardown.
 
 import argparse
 import configparser
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -51,6 +52,7 @@ PREFIX = "/e2e-hooks"
 STDERR_LIMIT = 4096
 DEFAULT_TEST_TIMEOUT = 90
 SETTLE = 5.0            # seconds a QEMU may outlive its request
+E2E_UIDS = 0x70000000 + 1024 * (os.getpid() % 64)  # see the [vmcgi] keys
 BOOT_WAIT = 300         # first answer from a cold template
 RID_RE = re.compile(r"^[0-9a-f]{16}$")
 BETA_SCRIPT_MARKER = "E2E-BETA-SCRIPT-7c0ffee5d41402ab"
@@ -576,6 +578,9 @@ class Env:
                 "listen": self.sock, "listen_owner": "www-data",
                 "listen_group": "www-data", "listen_mode": "0660",
                 "workers": "4", "prefix": PREFIX,
+                # A block of the default range of its own, so that runs
+                # side by side on one host do not share uids.
+                "vm_uids": "%d-%d" % (E2E_UIDS, E2E_UIDS + 1023),
                 "state_dir": os.path.join(self.tmp, "state"),
                 "stderr_limit": "4k", "log_level": "debug",
                 "read_timeout": "5s"}),
@@ -1920,6 +1925,15 @@ def check_uid(env, pid):
           % (pid, st["NSpid"]))
     check(pidns != os.readlink("/proc/%d/ns/pid" % env.vmcgi_pid()),
           "QEMU %d shares vmcgi's PID namespace" % pid)
+    check(E2E_UIDS <= min(uids) < E2E_UIDS + 1024, "QEMU %d's uid %d is "
+          "not of this run's vm_uids" % (pid, min(uids)))
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            environ = f.read()
+    except OSError:
+        return None
+    check(environ == b"", "QEMU %d inherits an environment: %r"
+          % (pid, environ[:200]))
     return min(uids)
 
 
@@ -2032,28 +2046,36 @@ def test_python_from_warm_interpreter(env):
 def test_template_rebuilt_when_clones_fail(env):
     """A snapshot that goes bad on disk makes restores fail; after three in
     a row the template is booted again, once, and events succeed again.
-    Meanwhile every answer is a success or a 503 with Retry-After."""
-    mark = env.log_mark()
+    Meanwhile every answer is a success or a 503 with Retry-After.  Once it
+    works again, a second damage is repaired the same way (the rebuild is
+    once per run of failures, not once per vmcgi)."""
     state = os.path.join(env.tmp, "state", "e2e.state")
-    with open(state, "r+b") as f:       # the pool's clones are loaded
-        f.write(os.urandom(4096))
-    deadline = time.monotonic() + 200
-    statuses, recovered = [], False
-    while time.monotonic() < deadline:
-        r = env.client.req("POST", hook("alpha/echo"), b"again", timeout=60)
-        statuses.append(r.status)
-        check(r.status in (200, 503), "answer while broken: %r" % r)
-        if r.status == 503:
-            check(r.header("retry-after") is not None, "no Retry-After")
+    for round_ in (1, 2):
+        mark = env.log_mark()
+        with open(state, "r+b") as f:   # the pool's clones are loaded
+            f.write(os.urandom(4096))
+        deadline = time.monotonic() + 200
+        statuses, recovered = [], False
+        while time.monotonic() < deadline:
+            r = env.client.req("POST", hook("alpha/echo"), b"again",
+                               timeout=60)
+            statuses.append(r.status)
+            check(r.status in (200, 503), "answer while broken: %r" % r)
+            if r.status == 503:
+                check(r.header("retry-after") is not None,
+                      "no Retry-After")
+            lines = env.log_since(mark)
+            if r.status == 200 and "booted again" in lines:
+                recovered = True
+                break
+            time.sleep(0.5)
         lines = env.log_since(mark)
-        if r.status == 200 and "booted again" in lines:
-            recovered = True
-            break
-        time.sleep(0.5)
-    lines = env.log_since(mark)
-    check("booting it again" in lines, "no rebuild in the log")
-    check(recovered, "no success after the rebuild; statuses %r" % statuses)
-    env.settle(timeout=30)
+        check("booting it again" in lines, "round %d: no rebuild in the "
+              "log" % round_)
+        check(recovered, "round %d: no success after the rebuild; statuses "
+              "%r" % (round_, statuses))
+        env.settle(timeout=30)
+        env.pool_full()
 
 
 @test(timeout=1500)
@@ -2354,6 +2376,7 @@ def test_sigterm_in_flight(env):
         except Fail as e:
             box["e"] = e
     t = threading.Thread(target=go, daemon=True)
+    mark = env.log_mark()
     t.start()
     time.sleep(1.5)
     os.kill(env.vmcgi.pid, signal.SIGTERM)
@@ -2369,6 +2392,10 @@ def test_sigterm_in_flight(env):
           "vmcgi: %r" % r)
     check(r.status != 200 or r.body == b"done\n", "body %r" % r.body)
     check(rc == 0, "vmcgi exit status %d" % rc)
+    lines = env.log_since(mark)
+    check("ended while the FastCGI process lived" not in lines and
+          "malformed" not in lines, "a clean stop taken for a lie: %r"
+          % lines[-600:])
     deadline = time.monotonic() + SETTLE
     while True:
         with env.lock:
@@ -2453,6 +2480,64 @@ def test_fastcgi_process_death_stops_vmcgi(env):
               "QEMU left after vmcgi exited: %s" % left)
         time.sleep(0.2)
     env.ensure_vmcgi()
+
+
+def broker_channel(pid):
+    """A copy of one of the FastCGI process PID's channels to vmcgi (a
+    SOCK_SEQPACKET socket), taken with pidfd_getfd as a compromised
+    FastCGI process would hold it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        for n in sorted(int(x) for x in os.listdir("/proc/%d/fd" % pid)):
+            fd = libc.syscall(438, pidfd, n, 0)     # pidfd_getfd
+            if fd < 0:
+                continue
+            try:
+                s = socket.socket(fileno=fd)
+            except OSError:             # a pipe, or its stdio
+                os.close(fd)
+                continue
+            if s.type == socket.SOCK_SEQPACKET:
+                return s
+            s.close()
+    finally:
+        os.close(pidfd)
+    raise Fail("no broker channel in FastCGI process %d" % pid)
+
+
+@test()
+def test_broker_lies_stop_vmcgi(env):
+    """What the privileged side does when the FastCGI process lies on its
+    channel (as one taken over would): a message of the wrong size, or an
+    empty one (which SOCK_SEQPACKET cannot tell from a close), kills the
+    FastCGI process; vmcgi logs it, exits 1 and leaves no QEMU."""
+    for what, msg, words in (("short", b"\x01\x00\x00", "malformed message"),
+                             ("empty", b"", "ended while the FastCGI")):
+        w = fastcgi_children(env)
+        check(len(w) == 1, "FastCGI processes of vmcgi: %r" % w)
+        mark = env.log_mark()
+        chan = broker_channel(w[0])
+        chan.send(msg)
+        chan.close()
+        try:
+            rc = env.vmcgi.wait(30)
+        except subprocess.TimeoutExpired:
+            raise Fail("%s message: vmcgi still running after 30s" % what)
+        lines = env.log_since(mark)
+        check(rc == 1, "%s message: vmcgi exit status %d" % (what, rc))
+        check(words in lines and "killed by signal 9" in lines,
+              "%s message: log %r" % (what, lines[-600:]))
+        deadline = time.monotonic() + SETTLE
+        while True:
+            with env.lock:
+                left = [p for p, s in env.seen if alive(p, s)]
+            if not left:
+                break
+            check(time.monotonic() < deadline,
+                  "QEMU left after vmcgi exited: %s" % left)
+            time.sleep(0.2)
+        env.ensure_vmcgi()
 
 
 @test()

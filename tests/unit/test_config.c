@@ -203,6 +203,10 @@ test_bad(void)
 	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
 	    "user = root\n", "must hold no privilege");
 	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "user = 0\n", "must hold no privilege");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "vm_uids = -5-10\n", "is not FIRST-LAST");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
 	    "user = no-such-user-here\n", "no user \"no-such-user-here\"");
 	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
 	    "workers = 257\n", "[vmcgi] workers");
