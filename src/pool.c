@@ -21,6 +21,7 @@
 #define POOL_LOAD_TIMEOUT_MS 30000
 #define POOL_BACKOFF_MAX_MS 30000
 #define POOL_REBUILD_AFTER 3
+#define POOL_RESUME_TIMEOUT_MS 5000	/* under TCG it takes about 5 ms */
 
 /* Pop the oldest idle clone into *out; the lock is held. */
 static void
@@ -223,7 +224,13 @@ pool_take(struct pool *p, struct vm *vm, int *pooled, int timeout_ms,
 	pthread_mutex_unlock(&p->lock);
 	if (got) {
 		*vm = slot.vm;
-		if (vm_resume(vm, timeout_ms, err, errlen) == 0) {
+		/*
+		 * A pooled clone answers in milliseconds; one that does not
+		 * within POOL_RESUME_TIMEOUT_MS is given up for a restore
+		 * rather than hold the event for the whole timeout.
+		 */
+		if (vm_resume(vm, timeout_ms < POOL_RESUME_TIMEOUT_MS ?
+		    timeout_ms : POOL_RESUME_TIMEOUT_MS, err, errlen) == 0) {
 			*pooled = 1;
 			return 0;
 		}

@@ -2482,6 +2482,38 @@ def test_fastcgi_process_death_stops_vmcgi(env):
     env.ensure_vmcgi()
 
 
+@test()
+def test_stuck_pooled_clone_given_up(env):
+    """A pooled clone that does not answer its resume (its QEMU stopped
+    here with SIGSTOP) is given up after a few seconds, not after the
+    whole restore timeout: the event is served by a clone restored on
+    demand, and the stuck QEMU is killed."""
+    env.pool_full()
+    idle = env.qemu()
+    check(idle, "no pooled clone")
+    for pid in idle:
+        os.kill(pid, signal.SIGSTOP)
+    mark = env.log_mark()
+    try:
+        t0 = time.monotonic()
+        r = env.client.req("POST", hook("alpha/echo"), b"unstuck",
+                           timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        for pid in idle:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    check(r.status == 200 and r.body == b"unstuck", "%r" % r)
+    lines = env.log_since(mark)
+    check("failed to resume" in lines, "no log line: %r" % lines[-600:])
+    # Before, the resume waited the 30 s restore timeout.
+    check(took < 25, "the event took %.1f s" % took)
+    env.settle(timeout=30)
+    env.pool_full()
+
+
 def broker_channel(pid):
     """A copy of one of the FastCGI process PID's channels to vmcgi (a
     SOCK_SEQPACKET socket), taken with pidfd_getfd as a compromised
