@@ -148,6 +148,8 @@ def main():
     ap.add_argument("--handler", default="checkout",
                     choices=("checkout", "shell", "faults"))
     ap.add_argument("--pool-size", type=int, default=bench.POOL_SIZE)
+    ap.add_argument("--json", metavar="FILE",
+                    help="write every sample there, by round and pair")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("ab: run as root (namespace, nginx)")
@@ -265,6 +267,9 @@ def main():
             [b_["done"] for _, b_ in pairs if b_["ok"]]))
         print("           %s" % paired(pairs))
     every = [p for pairs in rounds for p in pairs]
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rounds, f, default=repr)
     print("  all:     A %s" % stats([a["done"] for a, _ in every
                                      if a["ok"]]))
     print("           B %s" % stats([b_["done"] for _, b_ in every
