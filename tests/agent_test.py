@@ -1186,6 +1186,19 @@ def main():
              lambda c: (seen.append(urandom_of(c)),
                         check(len(seen) == 2 and seen[0] != seen[1],
                               "same random bytes: %r" % seen)))
+        # WARM runs the HELLO's clock and RNG calls once already (with
+        # no host time or entropy): the HELLO after it must still count.
+        case("clock within 2 s after WARM and restore", t_clock,
+             warm=True)
+        warmed = []
+        case("two warmed clones read different urandom",
+             lambda c: warmed.append(urandom_of(c)), warm=True)
+        case("two warmed clones read different urandom (2)",
+             lambda c: (warmed.append(urandom_of(c)),
+                        check(len(warmed) == 2 and
+                              warmed[0] != warmed[1],
+                              "same random bytes: %r" % warmed)),
+             warm=True)
     finally:
         h.cleanup()
     if warm_times:

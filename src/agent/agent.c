@@ -180,6 +180,34 @@ agent_hello_apply(const struct proto_hello *h)
 	return 0;
 }
 
+/*
+ * The calls a HELLO makes, run once in the pool's warm-up, so that this
+ * QEMU has translated the kernel's code for them before the take rather
+ * than during it: the clock is set to what it reads, and the WARM's
+ * nonce is mixed into the RNG, credited with nothing, before a reseed.
+ * Neither weakens the HELLO at take time, which sets the clock from the
+ * host and reseeds from its 64 fresh bytes as before.  Failures are only
+ * logged: the HELLO reports its own.
+ */
+static void
+agent_hello_warm(uint64_t nonce)
+{
+	struct agent_entropy ae;
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_REALTIME, &ts) == -1)
+		log_warn("clock_gettime (warm-up)");
+	else if (clock_settime(CLOCK_REALTIME, &ts) == -1)
+		log_warn("clock_settime %lld (warm-up)", (long long)ts.tv_sec);
+	memset(&ae, 0, sizeof(ae));
+	ae.ae_size = sizeof(ae.ae_buf);
+	memcpy(ae.ae_buf, &nonce, sizeof(nonce));
+	if (ioctl(agent_random, RNDADDENTROPY, &ae) == -1)
+		log_warn("ioctl RNDADDENTROPY (warm-up)");
+	if (ioctl(agent_random, RNDRESEEDCRNG) == -1)
+		log_warn("ioctl RNDRESEEDCRNG (warm-up)");
+}
+
 /* WARM: warm up once per nonce; a resent WARM is only answered. */
 static int
 agent_warm(struct chan *c, const struct msg *m)
@@ -191,6 +219,7 @@ agent_warm(struct chan *c, const struct msg *m)
 		return -EPROTO;
 	memcpy(&r, m->m_data, sizeof(r));
 	if (r.nonce != done) {
+		agent_hello_warm(r.nonce);
 		handler_warm();
 		zygote_warm();
 		done = r.nonce;
