@@ -850,8 +850,8 @@ config_uids_free(struct loader *l)
 	while (rc == 0 && (gr = getgrent()) != NULL)
 		if (gr->gr_gid >= c->vm_uid_first &&
 		    gr->gr_gid <= c->vm_uid_last)
-			rc = load_error(l, "gid %lu of group %s is in the range",
-			    (unsigned long)gr->gr_gid, gr->gr_name);
+			rc = load_error(l, "gid %lu of group %s is in the "
+			    "range", (unsigned long)gr->gr_gid, gr->gr_name);
 	endgrent();
 	return rc;
 }

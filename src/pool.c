@@ -68,7 +68,7 @@ pool_refill_one(struct pool *p)
 	if (rc == 0 && !p->stopping && p->nidle < p->size) {
 		p->idle[p->nidle++] = slot;
 		p->failures = 0;
-		p->rebuilt = 0;	/* it works again: a later failure may rebuild */
+		p->rebuilt = 0;	/* it works: later failures may rebuild */
 		return;
 	}
 	if (rc == 0) {
