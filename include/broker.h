@@ -56,7 +56,7 @@ struct broker {
 	struct server	*srv;
 	int		 fd;
 	int		 index;		/* the worker's number */
-	int		 peer;		/* the FastCGI process's pidfd */
+	int		 peer;	/* pidfd of the FastCGI process */
 	pthread_t	 thread;
 };
 

@@ -72,7 +72,7 @@ struct config {
 	char		*user;	/* the FastCGI process runs as */
 	uid_t		 user_uid;
 	gid_t		 user_gid;
-	uid_t		 vm_uid_first;	/* clones' QEMUs: a uid each */
+	uid_t		 vm_uid_first;	/* a uid per clone's QEMU */
 	uid_t		 vm_uid_last;
 
 	struct tmpl	*tmpls;

@@ -14,7 +14,7 @@
  * but stdio and keep[], become cfg->user, die with parent, no new
  * privileges, seccomp allowlist.  Exits on any failure.
  */
-void	privsep_drop(const struct config *cfg, pid_t parent, const int *keep,
-	    int nkeep);
+void	privsep_drop(const struct config *cfg, pid_t parent,
+	    const int *keep, int nkeep);
 
 #endif /* VMCGI_PRIVSEP_H */

@@ -33,7 +33,7 @@ struct snapshot {
 	 * from.  Replaced under files by a rebuild.
 	 */
 	int		 sealed[3];
-	int		 kvm_gid;	/* -1: QEMU needs no group for kvm */
+	int		 kvm_gid;	/* -1: no group needed for kvm */
 	int		 reused; /* 1 if an earlier run's snapshot fit */
 	unsigned	 boot_ms;	/* cold boot to ready, if booted now */
 };
@@ -45,7 +45,7 @@ struct vm {
 	struct qmp	 qmp;
 	int		 errfd;	/* QEMU's stderr, non-blocking */
 	struct vm_cgroup cg;		/* ndirs 0: none */
-	uid_t		 uid;		/* its own; 0 for the template */
+	uid_t		 uid;		/* 0 for the template */
 	unsigned	 load_ms;	/* spawn to state loaded */
 	unsigned	 resume_ms;	/* cont to guest READY */
 };

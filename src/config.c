@@ -886,7 +886,8 @@ config_finish(struct loader *l)
 	clones = c->max_vms;
 	for (i = 0; i < c->ntmpls; i++) {
 		pooled += (uint64_t)c->tmpls[i].pool_size * c->tmpls[i].memory;
-		clones += c->tmpls[i].pool_size + 1;	/* + one refilling */
+		/* and one being refilled */
+		clones += c->tmpls[i].pool_size + 1;
 	}
 	if ((uint64_t)c->vm_uid_last - c->vm_uid_first + 1 < clones) {
 		l->section = "vmcgi";

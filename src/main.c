@@ -308,7 +308,8 @@ reap_within(pid_t pid, unsigned ms)
 			return 0;
 		ts.tv_sec = left / 1000;
 		ts.tv_nsec = (left % 1000) * 1000000L;
-		sigtimedwait(&chld, NULL, &ts);	/* any child's end wakes */
+		/* Any child's end wakes this. */
+		sigtimedwait(&chld, NULL, &ts);
 	}
 	return 1;
 }

@@ -68,7 +68,7 @@ pool_refill_one(struct pool *p)
 	if (rc == 0 && !p->stopping && p->nidle < p->size) {
 		p->idle[p->nidle++] = slot;
 		p->failures = 0;
-		p->rebuilt = 0;	/* it works: later failures may rebuild */
+		p->rebuilt = 0;	/* later failures may rebuild */
 		return;
 	}
 	if (rc == 0) {
@@ -81,7 +81,7 @@ pool_refill_one(struct pool *p)
 	log_warnx("template %s: pool restore failed (%u in a row): %s",
 	    p->snap->tmpl->name, p->failures, err);
 	if (p->failures >= POOL_REBUILD_AFTER)
-		return;		/* pool_main rebuilds, or gives up, at once */
+		return;		/* pool_main rebuilds, or gives up */
 	backoff = 250L << (p->failures < 8 ? p->failures : 8);
 	if (backoff > POOL_BACKOFF_MAX_MS)
 		backoff = POOL_BACKOFF_MAX_MS;

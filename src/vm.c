@@ -56,14 +56,15 @@
 #define VM_FD_CHAN 3
 #define VM_FD_QMP 4
 #define VM_FD_STATE 5
-#define VM_FD_RAM 6		/* then kernel 7, initrd 8: snapshot.sealed */
+/* Then kernel 7 and initrd 8: snapshot.sealed, in that order. */
+#define VM_FD_RAM 6
 #define VM_NFDS 6		/* 3 to 8 */
 #define VM_HELLO_RESEND_MS 100
 #define VM_QMP_TIMEOUT_MS 10000
 #define VM_MAX_LIVE 1024
 
 static int vm_cgroups;
-static int vm_self_pidfd = -1;	/* a child's test that vmcgi still lives */
+static int vm_self_pidfd = -1;	/* children ask it if vmcgi lives */
 
 /*
  * Our filter under QEMU's own -sandbox: calls QEMU never makes here, each
@@ -304,7 +305,7 @@ struct vm_exec {
 	int		  errfd;	/* QEMU's stderr; -1: a pipe */
 	int		  nice;
 	const struct jail *jail;	/* NULL: the template, not jailed */
-	uid_t		  uid;		/* 0: stays root (the template) */
+	uid_t		  uid;		/* 0: root (the template) */
 	int		  kvm_gid;	/* -1: none needed */
 	uint64_t	  guest_mem;	/* for the cgroup's limits */
 	unsigned	  vcpus;
@@ -332,12 +333,6 @@ vm_child(const struct vm_exec *x, const struct vm_cgroup *cg)
 	signal(SIGPIPE, SIG_DFL);
 	/* The template's RAM and console files: tenant memory, ours alone. */
 	umask(077);
-	/*
-	 * In a PID namespace of its own getppid() is 0, so whether vmcgi
-	 * died before the death signal was armed is asked of its pidfd.
-	 */
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || poll(&self, 1, 0) != 0)
-		_exit(126);
 	/*
 	 * A crashing QEMU must not write tenant memory to a core file; and a
 	 * guest that breaks out into QEMU finds a network namespace with not
@@ -387,8 +382,9 @@ vm_child(const struct vm_exec *x, const struct vm_cgroup *cg)
 	    syscall(SYS_setresuid, x->uid, x->uid, x->uid) < 0))
 		_exit(124);
 	/*
-	 * A change of uid clears the death signal: arm it again, and ask
-	 * once more whether vmcgi died meanwhile.
+	 * The death signal, armed after the uid change, which would clear
+	 * it.  Whether vmcgi died before is asked of its pidfd: in a PID
+	 * namespace of its own getppid() is 0.
 	 */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || poll(&self, 1, 0) != 0)
 		_exit(126);
@@ -1051,7 +1047,7 @@ seal_copy(const char *path, const char *name, int *out, char *err,
 	for (data = 0; data < st.st_size; data = hole) {
 		if ((data = lseek(in, data, SEEK_DATA)) < 0) {
 			if (errno == ENXIO)
-				break;	/* nothing but a hole up to the end */
+				break;	/* only a hole up to the end */
 			goto fail;
 		}
 		if ((hole = lseek(in, data, SEEK_HOLE)) < 0)

@@ -1894,14 +1894,11 @@ def test_qemu_sandboxed_without_network(env):
     check(jailed > 0, "no QEMU's jail could be looked at: %r" % q)
 
 
-VM_UIDS = (0x70000000, 0x7000ffff)      # vmcgi's default vm_uids
-
-
 def check_uid(env, pid):
-    """A clone's QEMU runs as a uid and gid of the configured range (the
-    default here), with no capability and no supplementary group, as PID
-    1 of a PID namespace that is not vmcgi's.  Its uid, or None if it
-    exited meanwhile."""
+    """A clone's QEMU runs as a uid and gid of the configured range (this
+    run's block, E2E_UIDS), with no capability and no supplementary
+    group, as PID 1 of a PID namespace that is not vmcgi's, with an empty
+    environment.  Its uid, or None if it exited meanwhile."""
     try:
         with open("/proc/%d/status" % pid) as f:
             st = dict(l.split(":", 1) for l in f.read().splitlines()
@@ -1911,8 +1908,9 @@ def check_uid(env, pid):
         return None
     uids = set(int(x) for x in st["Uid"].split())
     gids = set(int(x) for x in st["Gid"].split())
-    check(len(uids) == 1 and VM_UIDS[0] <= min(uids) <= VM_UIDS[1],
-          "QEMU %d runs as uids %r" % (pid, uids))
+    check(len(uids) == 1 and E2E_UIDS <= min(uids) < E2E_UIDS + 1024,
+          "QEMU %d runs as uids %r, not one of this run's vm_uids"
+          % (pid, uids))
     check(gids == uids, "QEMU %d has gids %r, uids %r" % (pid, gids, uids))
     check(st["Groups"].split() == [], "QEMU %d keeps groups %r"
           % (pid, st["Groups"]))
@@ -1925,8 +1923,6 @@ def check_uid(env, pid):
           % (pid, st["NSpid"]))
     check(pidns != os.readlink("/proc/%d/ns/pid" % env.vmcgi_pid()),
           "QEMU %d shares vmcgi's PID namespace" % pid)
-    check(E2E_UIDS <= min(uids) < E2E_UIDS + 1024, "QEMU %d's uid %d is "
-          "not of this run's vm_uids" % (pid, min(uids)))
     try:
         with open("/proc/%d/environ" % pid, "rb") as f:
             environ = f.read()
@@ -2396,12 +2392,18 @@ def test_sigterm_in_flight(env):
     check("ended while the FastCGI process lived" not in lines and
           "malformed" not in lines, "a clean stop taken for a lie: %r"
           % lines[-600:])
+    check_qemu_gone(env)
+
+
+def check_qemu_gone(env):
+    """Once vmcgi has exited, every QEMU it ever had is gone within
+    SETTLE seconds."""
     deadline = time.monotonic() + SETTLE
     while True:
         with env.lock:
             left = [p for p, s in env.seen if alive(p, s)]
         if not left:
-            break
+            return
         check(time.monotonic() < deadline,
               "QEMU left after vmcgi exited: %s" % left)
         time.sleep(0.2)
@@ -2470,15 +2472,7 @@ def test_fastcgi_process_death_stops_vmcgi(env):
     check(any("FastCGI process" in l and "killed by signal 9" in l
               for l in env.log_since(mark).splitlines()),
           "no log line for the death")
-    deadline = time.monotonic() + SETTLE
-    while True:
-        with env.lock:
-            left = [p for p, s in env.seen if alive(p, s)]
-        if not left:
-            break
-        check(time.monotonic() < deadline,
-              "QEMU left after vmcgi exited: %s" % left)
-        time.sleep(0.2)
+    check_qemu_gone(env)
     env.ensure_vmcgi()
 
 
@@ -2560,15 +2554,7 @@ def test_broker_lies_stop_vmcgi(env):
         check(rc == 1, "%s message: vmcgi exit status %d" % (what, rc))
         check(words in lines and "killed by signal 9" in lines,
               "%s message: log %r" % (what, lines[-600:]))
-        deadline = time.monotonic() + SETTLE
-        while True:
-            with env.lock:
-                left = [p for p, s in env.seen if alive(p, s)]
-            if not left:
-                break
-            check(time.monotonic() < deadline,
-                  "QEMU left after vmcgi exited: %s" % left)
-            time.sleep(0.2)
+        check_qemu_gone(env)
         env.ensure_vmcgi()
 
 
