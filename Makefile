@@ -42,6 +42,7 @@ SRCS	+= src/admit.c
 SRCS	+= src/broker.c
 SRCS	+= src/cgroup.c
 SRCS	+= src/chan.c
+SRCS	+= src/codecache.c
 SRCS	+= src/config.c
 SRCS	+= src/fcgiguard.c
 SRCS	+= src/jail.c

@@ -74,6 +74,7 @@ struct config {
 	gid_t		 user_gid;
 	uid_t		 vm_uid_first;	/* a uid per clone's QEMU */
 	uid_t		 vm_uid_last;
+	int		 code_cache;	/* keep compiled scripts */
 
 	struct tmpl	*tmpls;
 	size_t		 ntmpls;

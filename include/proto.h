@@ -14,14 +14,20 @@
  *   host -> guest  HELLO(nonce, time, entropy)  repeated until answered,
  *                  because the first bytes after a restore can be lost
  *   guest -> host  READY(nonce)         clock set, RNG reseeded
- *   host -> guest  SCRIPT*  ENV*  RUN  STDIN*  STDIN_EOF
+ *   host -> guest  SCRIPT*  [CODE]  ENV*  RUN  STDIN*  STDIN_EOF
  *
  * A pooled clone may first get WARM(nonce), before any HELLO: the agent
  * runs a fixed command as the handler user, with no tenant input, so that
  * this QEMU process has translated the guest's fork, exec and pipe paths
  * before an event needs them, and answers WARMED(nonce).  The host then
  * stops the clone again until it is taken.
- *   guest -> host  STDOUT* / STDERR* interleaved, then EXIT once
+ *   guest -> host  [CODE], then STDOUT* / STDERR* interleaved, then EXIT
+ *                  once
+ *
+ * CODE is the script compiled by the guest's python3 zygote (a hash-based
+ * .pyc): the guest sends it once when it compiled the script itself, and
+ * the host may send it back with the same script for a later event of the
+ * same handler, which then skips the compile (see src/codecache.c).
  */
 #ifndef VMCGI_PROTO_H
 #define VMCGI_PROTO_H
@@ -46,7 +52,10 @@ enum proto_type {
 	PROTO_EXIT,		/* guest: struct proto_exit; last message */
 	PROTO_WARM,		/* host: struct proto_ready; before HELLO */
 	PROTO_WARMED,	/* guest: struct proto_ready; warm-up done */
+	PROTO_CODE,		/* both: the script compiled; one message */
 };
+/* Readers refuse a type above this one. */
+#define PROTO_TYPE_MAX PROTO_CODE
 
 struct proto_hdr {
 	uint32_t type;

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "admit.h"
 #include "broker.h"
+#include "codecache.h"
 #include "pool.h"
 #include "vm.h"
 
@@ -33,6 +34,7 @@ struct server {
 	struct pool		*pools;	/* one per cfg->tmpls[] */
 	struct admit		 admit;
 	struct broker		*brokers;	/* one per worker */
+	struct codecache	*code;	/* NULL: code_cache = no */
 	pid_t			 fastcgi;	/* the FastCGI process */
 	int			 listen_fd;
 	int			 stop_rd;	/* readable once stopping */

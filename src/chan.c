@@ -130,7 +130,7 @@ chan_next(struct chan *c, struct proto_hdr *hdr, const uint8_t **payload)
 		return 0;
 	memcpy(hdr, c->in, sizeof(*hdr));
 	if (hdr->len > PROTO_MAX_PAYLOAD || hdr->type < PROTO_HELLO ||
-	    hdr->type > PROTO_WARMED)
+	    hdr->type > PROTO_TYPE_MAX)
 		return -EPROTO;
 	if (avail < sizeof(*hdr) + hdr->len)
 		return 0;

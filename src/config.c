@@ -170,6 +170,18 @@ set_uint(struct loader *l, const char *v, unsigned lo, unsigned hi,
 	return 0;
 }
 
+static int
+set_yes_no(struct loader *l, const char *v, int *out)
+{
+	if (strcmp(v, "yes") == 0)
+		*out = 1;
+	else if (strcmp(v, "no") == 0)
+		*out = 0;
+	else
+		return load_error(l, "\"%s\" is not yes or no", v);
+	return 0;
+}
+
 /* [vmcgi] */
 
 static int
@@ -405,6 +417,12 @@ bad:
 	return load_error(l, "\"%s\" is not FIRST-LAST (two uids)", v);
 }
 
+static int
+g_code_cache(struct loader *l, void *o, const char *v)
+{
+	return set_yes_no(l, v, &((struct config *)o)->code_cache);
+}
+
 static const struct key_rule global_rules[] = {
 	{ "listen", g_listen, 0 },
 	{ "listen_owner", g_owner, 0 },
@@ -423,6 +441,7 @@ static const struct key_rule global_rules[] = {
 	{ "read_timeout", g_read_timeout, 0 },
 	{ "vm_uids", g_vm_uids, 0 },
 	{ "user", g_user, 0 },
+	{ "code_cache", g_code_cache, 0 },
 };
 
 /* [template NAME] */
@@ -539,15 +558,7 @@ t_pool_max_age(struct loader *l, void *o, const char *v)
 static int
 t_pool_warm(struct loader *l, void *o, const char *v)
 {
-	struct tmpl *t = o;
-
-	if (strcmp(v, "yes") == 0)
-		t->pool_warm = 1;
-	else if (strcmp(v, "no") == 0)
-		t->pool_warm = 0;
-	else
-		return load_error(l, "\"%s\" is not yes or no", v);
-	return 0;
+	return set_yes_no(l, v, &((struct tmpl *)o)->pool_warm);
 }
 
 static const struct key_rule tmpl_rules[] = {
@@ -822,6 +833,7 @@ config_defaults(struct config *c)
 	/* Above every range systemd hands out, below 2^31. */
 	c->vm_uid_first = 0x70000000;
 	c->vm_uid_last = 0x7000ffff;
+	c->code_cache = 1;
 	/* c->user: resolved in config_finish unless set. */
 }
 

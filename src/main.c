@@ -237,6 +237,9 @@ fastcgi_main(struct server *srv, const int *brokers)
 	int sig = 0;
 
 	block_signals(&set);
+	if (srv->cfg->code_cache &&
+	    (srv->code = codecache_new(srv->cfg->nhandlers)) == NULL)
+		log_warn("codecache_new: no compiled scripts kept");
 	if (worker_start(srv, brokers) < 0)
 		return 1;
 	while (sig != SIGTERM && sig != SIGINT)
@@ -244,6 +247,8 @@ fastcgi_main(struct server *srv, const int *brokers)
 			return 1;
 	if (worker_stop(srv, longest_timeout(srv->cfg) + SHUTDOWN_SLACK_MS) < 0)
 		log_warnx("requests still running at the deadline");
+	else
+		codecache_free(srv->code);
 	return 0;
 }
 

@@ -35,6 +35,18 @@
 #define REQ_PARAMS_TOTAL_MAX (128 * 1024)
 #define REQ_DRAIN_MAX (64 << 20)
 
+/* The compiled script (codecache.h), for the log line. */
+enum req_code {
+	CODE_NONE,
+	CODE_GIVEN,	/* kept from an earlier event, sent along */
+	CODE_KEPT,	/* compiled by this event's guest, kept */
+	CODE_NOT_KEPT,	/* compiled by the guest, not kept */
+};
+
+static const char *const req_code_names[] = {
+	"", " code=given", " code=kept", " code=not-kept",
+};
+
 enum req_end {
 	END_NONE,
 	END_EXIT,		/* the agent reported an exit */
@@ -52,6 +64,9 @@ struct request {
 	const struct handler	*h;
 	char			*body;
 	size_t			 bodylen;
+	char			*script;
+	size_t			 slen;
+	enum req_code		 code;
 	struct response		 resp;
 	struct vm		 vm;
 	char			*errlog; /* handler stderr, bounded */
@@ -311,9 +326,27 @@ req_queue_env(struct request *rq, const char *fmt, ...)
 	return chan_queue(&rq->vm.chan, PROTO_ENV, buf, (size_t)n);
 }
 
+/* The script's code kept from an earlier event, if any, as CODE. */
+static int
+req_queue_code(struct request *rq)
+{
+	struct codecache *cc = rq->srv->code;
+	uint8_t *code;
+	size_t n;
+	int rc;
+
+	if (cc == NULL || (n = codecache_get(cc, rq->h - rq->srv->cfg->handlers,
+	    rq->script, rq->slen, &code)) == 0)
+		return 0;
+	rc = chan_queue(&rq->vm.chan, PROTO_CODE, code, n);
+	free(code);
+	rq->code = CODE_GIVEN;
+	return rc;
+}
+
 /* Everything the guest needs, queued in protocol order. */
 static int
-req_queue_event(struct request *rq, const char *script, size_t slen)
+req_queue_event(struct request *rq)
 {
 	struct proto_run run = { .timeout_ms = rq->h->timeout_ms };
 	struct chan *c = &rq->vm.chan;
@@ -321,11 +354,13 @@ req_queue_event(struct request *rq, const char *script, size_t slen)
 	char **e;
 	int rc = 0;
 
-	for (off = 0; rc == 0 && off < slen; off += n) {
-		n = slen - off < PROTO_MAX_PAYLOAD ? slen - off :
+	for (off = 0; rc == 0 && off < rq->slen; off += n) {
+		n = rq->slen - off < PROTO_MAX_PAYLOAD ? rq->slen - off :
 		    PROTO_MAX_PAYLOAD;
-		rc = chan_queue(c, PROTO_SCRIPT, script + off, n);
+		rc = chan_queue(c, PROTO_SCRIPT, rq->script + off, n);
 	}
+	if (rc == 0)
+		rc = req_queue_code(rq);
 	for (e = rq->fcgi->envp; rc == 0 && *e != NULL; e++) {
 		if (req_pass(*e) && !req_seen(rq->fcgi->envp, e) &&
 		    count++ < PROTO_MAX_ENV - 8)
@@ -377,6 +412,27 @@ req_stderr(struct request *rq, const uint8_t *p, size_t n)
 	rq->errlen += take;
 }
 
+/*
+ * CODE: the guest compiled the script, before the handler ran.  Once per
+ * event, and never when it was given the code.  Kept for this handler's
+ * next event; what a guest sends here only reaches that handler's guests.
+ * Returns 1 when the request loop is over.
+ */
+static int
+req_on_code(struct request *rq, const uint8_t *p, size_t n)
+{
+	if (rq->code != CODE_NONE || n == 0) {
+		rq->end = END_GUEST_LOST;
+		rq->why = "unexpected CODE from the agent";
+		return 1;
+	}
+	rq->code = CODE_NOT_KEPT;
+	if (rq->srv->code != NULL && codecache_put(rq->srv->code,
+	    rq->h - rq->srv->cfg->handlers, rq->script, rq->slen, p, n) == 0)
+		rq->code = CODE_KEPT;
+	return 0;
+}
+
 /* One message from the guest; returns 1 when the request loop is over. */
 static int
 req_on_message(struct request *rq, const struct proto_hdr *hdr,
@@ -405,6 +461,8 @@ req_on_message(struct request *rq, const struct proto_hdr *hdr,
 	case PROTO_READY:
 	case PROTO_WARMED:
 		return 0;	/* the answer to a HELLO or WARM sent twice */
+	case PROTO_CODE:
+		return req_on_code(rq, p, hdr->len);
 	case PROTO_EXIT:
 		if (hdr->len != sizeof(rq->exit)) {
 			rq->end = END_GUEST_LOST;
@@ -609,12 +667,12 @@ req_log(struct request *rq)
 		    rq->t_first ? rq->t_first - rq->t0 : -1L);
 	req_log_stderr(rq);
 	log_req(status >= 500 || rq->resp.aborted ? LOG_LVL_WARN :
-	    LOG_LVL_INFO, rq->id, "%s%s%s status=%d%s exit=%s ms=%ld%s "
+	    LOG_LVL_INFO, rq->id, "%s%s%s status=%d%s exit=%s ms=%ld%s%s "
 	    "bytes=%zu%s%s",
 	    h ? h->tenant->name : "-", h ? "/" : "", h ? h->name : "",
 	    status, rq->resp.aborted ? " (aborted)" : "", code, now - rq->t0,
-	    vmtimes, rq->resp.body_bytes, rq->why ? ": " : "",
-	    rq->why ? rq->why : "");
+	    vmtimes, req_code_names[rq->code], rq->resp.body_bytes,
+	    rq->why ? ": " : "", rq->why ? rq->why : "");
 }
 
 /* 503 with Retry-After: the sender retries later and loses nothing. */
@@ -672,19 +730,15 @@ req_take(struct request *rq, char **script, size_t *slen)
 static void
 req_run(struct request *rq)
 {
-	char *script = NULL;
-	size_t slen = 0;
-
-	if (req_take(rq, &script, &slen) < 0) {
+	if (req_take(rq, &rq->script, &rq->slen) < 0) {
 		if (rq->vm.chan.fd >= 0)
 			broker_done(rq->broker, &rq->vm);
 		return;
 	}
-	if (req_queue_event(rq, script, slen) < 0) {
+	if (req_queue_event(rq) < 0) {
 		rq->end = END_GUEST_LOST;
 		rq->why = "cannot queue the event";
 	}
-	free(script);
 	req_loop(rq);
 	/*
 	 * The answer does not depend on the VM any more: the client gets it
@@ -743,6 +797,7 @@ req_serve(struct server *srv, int broker, FCGX_Request *fcgi, int run)
 	req_log(&rq);
 	response_free(&rq.resp);
 	free(rq.body);
+	free(rq.script);
 	free(rq.errlog);
 }
 

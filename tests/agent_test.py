@@ -29,7 +29,7 @@ import traceback
 
 # include/proto.h
 HELLO, READY, SCRIPT, ENV, RUN, STDIN, STDIN_EOF, STDOUT, STDERR, EXIT, \
-    WARM, WARMED = range(1, 13)
+    WARM, WARMED, CODE = range(1, 14)
 EXITED, SIGNALED, TIMEDOUT, FAILED = range(1, 5)
 MAX_PAYLOAD = 64 * 1024
 HDR = struct.Struct("=II")
@@ -57,6 +57,9 @@ QEMU_BASE = [
 
 figures = {}
 warm_times = []
+# Script bytes -> the CODE the zygote sent back for them, for the runs
+# that give it to a later clone (Clone.cached).
+code_seen = {}
 
 
 def host_tsc_khz():
@@ -312,6 +315,9 @@ class Clone:
 
     def __init__(self, h):
         self.h = h
+        # Set: each python3 run gets the CODE an earlier run of the same
+        # script sent back, and must not send one itself (it loaded it).
+        self.cached = False
         t0 = time.monotonic()
         sfd = os.open(h.state, os.O_RDONLY)
         try:
@@ -374,12 +380,17 @@ class Clone:
         raise TestFailure("no READY after %d HELLOs" % sent)
 
     def run(self, script, env=(), stdin=b"", timeout_ms=20000, wall=60,
-            quiet_after=0.3, extra=None):
-        """Runs one handler; returns a Result.  Fails on protocol errors."""
+            quiet_after=0.3, extra=None, code=None):
+        """Runs one handler; returns a Result.  Fails on protocol errors.
+        CODE, if given, follows the script."""
         if isinstance(script, str):
             script = script.encode()
+        if self.cached and code is None:
+            code = code_seen.get(script)
         for i in range(0, len(script), MAX_PAYLOAD):
             self.chan.queue(SCRIPT, script[i:i + MAX_PAYLOAD])
+        if code is not None:
+            self.chan.queue(CODE, code)
         for e in env:
             self.chan.queue(ENV, e.encode() if isinstance(e, str) else e)
         self.chan.queue(RUN, RUN_MSG.pack(timeout_ms, 0))
@@ -388,7 +399,13 @@ class Clone:
         for i in range(0, len(stdin), MAX_PAYLOAD):
             self.chan.queue(STDIN, stdin[i:i + MAX_PAYLOAD])
         self.chan.queue(STDIN_EOF)
-        return self.collect(wall, quiet_after)
+        r = self.collect(wall, quiet_after)
+        if self.cached:
+            check(r.code is None, "CODE sent back for a script run from "
+                  "its CODE")
+        elif r.code is not None:
+            code_seen[script] = r.code
+        return r
 
     def collect(self, wall, quiet_after):
         res = Result()
@@ -425,11 +442,16 @@ class Result:
         self.t_first_out = None
         self.t_first_mono = None
         self.t_exit_mono = None
+        self.code = None
 
     def add(self, m):
         mtype, payload = m
         check(self.exit is None, "message after EXIT")
-        if mtype == STDOUT:
+        if mtype == CODE:
+            check(self.code is None and not self.stdout and
+                  not self.stderr, "CODE twice or after output")
+            self.code = payload
+        elif mtype == STDOUT:
             if self.t_first_out is None:
                 self.t_first_out = time.time()
                 self.t_first_mono = time.monotonic()
@@ -882,6 +904,112 @@ PY_CHECKS = [
     ("-u unbuffered", t_py_unbuffered),
 ]
 
+# ---- CODE: the script compiled, kept by the host between events ---------
+
+CODE_SCRIPT = ("#!/usr/bin/python3\n"
+               "import sys\n"
+               "def greet(who):\n"
+               "    return 'hello %s' % who\n"
+               "print(greet(sys.stdin.read().strip()))\n")
+
+
+def code_of(h, script):
+    """The CODE a zygote run of SCRIPT sent back (runs it in a clone of
+    its own the first time)."""
+    key = script.encode()
+    if key not in code_seen:
+        c = Clone(h)
+        try:
+            c.hello()
+            c.run(script, stdin=b"x").expect(EXITED, 0)
+        finally:
+            c.close()
+    return code_seen[key]
+
+
+def t_code_sent(c):
+    # A hash-based .pyc of these very bytes (PEP 552: checked flag), as
+    # this host's python3.11 would write it.
+    import importlib.util
+    import marshal
+    r = c.run(CODE_SCRIPT, stdin=b"world")
+    r.expect(EXITED, 0, b"hello world\n", b"")
+    head = importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little") + \
+        importlib.util.source_hash(CODE_SCRIPT.encode())
+    check(r.code is not None and r.code.startswith(head),
+          "CODE %r" % (r.code[:16] if r.code else None))
+    code = marshal.loads(r.code[16:])
+    check(code.co_filename == "/run/vmcgi/handler" and
+          "greet" in code.co_names, "code %r" % code)
+
+
+def t_code_used(c):
+    # Given back with the same script, it is run instead of a compile:
+    # nothing is sent back.
+    code = code_of(c.h, CODE_SCRIPT)
+    r = c.run(CODE_SCRIPT, stdin=b"again", code=code)
+    r.expect(EXITED, 0, b"hello again\n", b"")
+    check(r.code is None, "CODE sent back though the given one fits")
+
+
+def t_code_damaged(c):
+    # The right header over bytes marshal cannot read: compiled afresh.
+    good = code_of(c.h, CODE_SCRIPT)
+    r = c.run(CODE_SCRIPT, stdin=b"x", code=good[:16] + b"\xff" * 40)
+    r.expect(EXITED, 0, b"hello x\n", b"")
+    check(r.code == good, "CODE after a damaged one %r" % (r.code,))
+
+
+def t_code_other_script(c):
+    # The CODE of another script (its hash differs): not run.
+    script = CODE_SCRIPT.replace("hello", "bye")
+    r = c.run(script, stdin=b"x", code=code_of(c.h, CODE_SCRIPT))
+    r.expect(EXITED, 0, b"bye x\n", b"")
+    check(r.code is not None and r.code != code_of(c.h, CODE_SCRIPT),
+          "CODE %r" % (r.code,))
+
+
+def t_code_warning(c):
+    # python3 compiles a script on every run and prints its warnings
+    # each time: a script that warns is not offered for keeping.
+    r = c.run("#!/usr/bin/python3\nprint(1 is 1)\n")
+    r.expect(EXITED, 0, b"True\n")
+    check(b"SyntaxWarning" in r.stderr, "stderr %r" % bytes(r.stderr))
+    check(r.code is None, "CODE for a script that warned")
+
+
+def t_code_not_for_shell(c):
+    r = c.run("#!/bin/sh\necho ok\n")
+    r.expect(EXITED, 0, b"ok\n")
+    check(r.code is None, "CODE for a shell script")
+
+
+def code_refused(c, msgs):
+    """Sends MSGS (type, payload) as the setup, then RUN: EPROTO."""
+    for m in msgs:
+        c.chan.queue(*m)
+    c.chan.queue(RUN, RUN_MSG.pack(20000, 0))
+    c.chan.queue(STDIN_EOF)
+    r = c.collect(20, 0.3)
+    check(r.exit[0] == FAILED and r.exit[1] == errno.EPROTO,
+          "exit %r" % (r.exit,))
+
+
+CODE_CASES = [
+    ("CODE: sent back, a .pyc of the script", t_code_sent),
+    ("CODE: given back, run without compiling", t_code_used),
+    ("CODE: damaged, compiled afresh", t_code_damaged),
+    ("CODE: of another script, not run", t_code_other_script),
+    ("CODE: none for a script that warns", t_code_warning),
+    ("CODE: none for a shell script", t_code_not_for_shell),
+    ("CODE before SCRIPT: EPROTO", lambda c: code_refused(
+        c, [(CODE, b"x"), (SCRIPT, CODE_SCRIPT.encode())])),
+    ("CODE twice: EPROTO", lambda c: code_refused(
+        c, [(SCRIPT, CODE_SCRIPT.encode()), (CODE, b"x"), (CODE, b"x")])),
+    ("CODE empty: EPROTO", lambda c: code_refused(
+        c, [(SCRIPT, CODE_SCRIPT.encode()), (CODE, b"")])),
+]
+
 # Prints, as JSON, what a script can see of how it was started.
 PROBE = r'''
 import sys, os
@@ -1005,7 +1133,7 @@ def t_probes_agree(c):
     check(probes["zygote"]["environ"] == [e.split("=", 1) for e in PY_ENV],
           "environ %r" % probes["zygote"]["environ"])
     for name, seen in py_seen.items():
-        check(len(seen) == 2 and seen[0] == seen[1],
+        check(len(seen) == 3 and seen[0] == seen[1] == seen[2],
               "%s: stderr differs between paths: %r" % (name, seen))
 
 
@@ -1120,11 +1248,12 @@ def main():
     passed = failed = 0
     restore = []
 
-    def case(name, fn, *args, dup=False, warm=False):
+    def case(name, fn, *args, dup=False, warm=False, cached=False):
         nonlocal passed, failed
         c = None
         try:
             c = h.clone()
+            c.cached = cached
             if warm:
                 c.warm()
             c.hello(dup=dup)
@@ -1157,6 +1286,12 @@ def main():
         for pname, head in PY_PATHS:
             for name, fn in PY_CHECKS:
                 case("python3, %s: %s" % (pname, name), fn, head)
+        # Each script again, given the CODE its zygote run sent back.
+        for name, fn in PY_CHECKS:
+            case("python3, zygote from CODE: %s" % name, fn,
+                 PY_PATHS[0][1], cached=True)
+        for name, fn in CODE_CASES:
+            case(name, fn)
         for name in PROBE_HEADS:
             case("probe: %s" % name, t_probe, name)
         case("probes agree; same stderr on both paths", t_probes_agree)

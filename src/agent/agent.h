@@ -65,6 +65,7 @@ void chan_done(struct chan *, const struct msg *);
 /* What the host asked for before RUN. */
 struct job {
 	struct buf j_script;
+	struct buf j_code;	/* CODE from the host, or empty */
 	char *j_env[PROTO_MAX_ENV + 1];	/* NULL-terminated */
 	size_t j_nenv;
 	struct proto_run j_run;
@@ -75,6 +76,7 @@ enum agent_state {
 	AGENT_BOOTED,		/* READY(0) sent, waiting for a HELLO */
 	AGENT_GREETED,		/* clock and RNG set, READY(nonce) sent */
 	AGENT_SCRIPT,		/* SCRIPT seen */
+	AGENT_CODE,		/* CODE seen: no more SCRIPT */
 	AGENT_ENV,		/* ENV seen */
 };
 
@@ -97,7 +99,8 @@ int sandbox_enter(void);
 int zygote_start(void);
 int zygote_ready(void);
 int zygote_warm(void);
-int zygote_spawn(const struct job *, const int[3], int, pid_t *);
+int zygote_spawn(const struct job *, const int[3], int, pid_t *,
+    struct buf *);
 int zygote_wanted(const struct job *);
 
 int agent_reap(pid_t, int *);

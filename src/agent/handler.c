@@ -288,6 +288,7 @@ handler_warm(void)
 static int
 run_zygote(struct run *r)
 {
+	struct buf code = { 0 };
 	int child[3], st[2], i, rc;
 
 	if (run_pipes(r, child) != 0)
@@ -298,11 +299,16 @@ run_zygote(struct run *r)
 		goto exec;
 	}
 	r->r_start = run_now();
-	rc = zygote_spawn(r->r_job, child, st[1], &r->r_pid);
+	rc = zygote_spawn(r->r_job, child, st[1], &r->r_pid, &code);
 	for (i = 0; i < 3; i++)
 		close(child[i]);
 	close(st[1]);
 	r->r_stat = st[0];
+	/* Ahead of any output: the host keeps it for the next event. */
+	if (rc == 1 && code.b_len > 0 &&
+	    chan_send(r->r_chan, PROTO_CODE, buf_head(&code), code.b_len) != 0)
+		log_warnx("zygote: code of %zu bytes not sent", code.b_len);
+	buf_free(&code);
 	if (rc == 1) {
 		/* The zygote became the handler: empty its group too. */
 		r->r_cgroup = AGENT_CG_SANDBOX;

@@ -88,7 +88,7 @@ setup_run(struct job *job, const struct msg *m)
 }
 
 /*
- * Takes one setup message in the order HELLO+ SCRIPT* ENV* RUN; apply
+ * Takes one setup message in the order HELLO+ SCRIPT* CODE? ENV* RUN; apply
  * sets the clock and RNG from the first HELLO.  Returns 0 to go on, 1 on
  * RUN, -EPROTO on anything out of place, or another -errno.  Never
  * blocks; the only side effects are apply and the READY queued on c.
@@ -107,6 +107,12 @@ setup_message(struct chan *c, struct job *job, enum agent_state *st,
 			return -EPROTO;
 		*st = AGENT_SCRIPT;
 		return buf_append(&job->j_script, m->m_data, m->m_len);
+	case PROTO_CODE:
+		/* Once, after the script it was compiled from. */
+		if (*st != AGENT_SCRIPT || m->m_len == 0)
+			return -EPROTO;
+		*st = AGENT_CODE;
+		return buf_append(&job->j_code, m->m_data, m->m_len);
 	case PROTO_ENV:
 		if (*st == AGENT_BOOTED)
 			return -EPROTO;

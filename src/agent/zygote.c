@@ -11,13 +11,18 @@
  *   stderr, the read end of a "go" pipe and the write end of a "status"
  *   pipe;
  *   zh_len bytes of NUL-terminated strings: sys.executable, argv[0], the
- *   interpreter flag ("" or "-u"), the script path, then the ENV entries.
+ *   interpreter flag ("" or "-u"), the script path, then the ENV entries;
+ *   zh_code bytes of the script compiled, from the host's CODE, if any.
  *
  * The zygote itself becomes the handler: a clone serves one event, so
  * there is no interpreter to keep, and a fork (two, to make the handler a
  * child of PID 1) cost 15-35 ms under TCG.  It sets itself up to look
- * like `python3 SCRIPT` and answers with a struct zyg_reply: its pid, or
- * an errno.  It runs the script when a byte comes down the go pipe and
+ * like `python3 SCRIPT`, reads the script and compiles it (or takes the
+ * code it was given, if it was compiled from these very bytes), and
+ * answers with a struct zyg_reply: its pid, or an errno.  If it compiled
+ * the script, zr_code bytes of the code follow, which the agent passes
+ * on to the host as CODE; no tenant code has run yet when they are
+ * written.  It runs the script when a byte comes down the go pipe and
  * exits without running it on EOF.  Once the script is done and stdio
  * flushed and closed, it lowers its priority, writes its exit status
  * (int32) to the status pipe and exits.  The agent, woken at once, sends
@@ -57,18 +62,20 @@
 #define ZYG_SCRIPT "/usr/lib/vmcgi/zygote.py"
 #define ZYG_FD 3			/* the socket, in the zygote */
 #define ZYG_READY_MS 60000		/* python3 start under TCG: ~2 s */
-#define ZYG_REPLY_MS 5000		/* a fork and a few syscalls */
+#define ZYG_REPLY_MS 5000		/* set-up; then compile (below) */
 #define ZYG_LINE_MAX 256		/* the kernel's BINPRM_BUF_SIZE */
 #define ZYG_NAME_MAX 64
 
 struct zyg_hdr {
 	uint32_t zh_magic;
 	uint32_t zh_len;
+	uint32_t zh_code;
 };
 
 struct zyg_reply {
 	int32_t zr_pid;
 	int32_t zr_err;
+	uint32_t zr_code;	/* bytes of compiled code that follow */
 };
 
 /* How python3 would have been started: sys.executable and sys.orig_argv. */
@@ -181,17 +188,20 @@ zyg_now(void)
 	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Reads one reply within ms.  Returns 0, -ETIMEDOUT, -EPIPE or -errno. */
+/*
+ * Reads len bytes from the zygote by end (zyg_now's clock).  Returns 0,
+ * -ETIMEDOUT, -EPIPE or -errno.
+ */
 static int
-zyg_read_reply(struct zyg_reply *rep, int ms)
+zyg_read(void *p, size_t len, uint64_t end)
 {
-	uint64_t end = zyg_now() + ms, now;
 	struct pollfd pfd = { zyg_fd, POLLIN, 0 };
 	size_t got = 0;
+	uint64_t now;
 	ssize_t n;
 	int rc;
 
-	while (got < sizeof(*rep)) {
+	while (got < len) {
 		if ((now = zyg_now()) >= end)
 			return -ETIMEDOUT;
 		rc = poll(&pfd, 1, end - now);
@@ -199,7 +209,7 @@ zyg_read_reply(struct zyg_reply *rep, int ms)
 			return -errno;
 		if (rc <= 0)
 			continue;
-		n = read(zyg_fd, (char *)rep + got, sizeof(*rep) - got);
+		n = read(zyg_fd, (char *)p + got, len - got);
 		if (n == 0)
 			return -EPIPE;
 		if (n == -1 && errno != EINTR && errno != EAGAIN)
@@ -207,6 +217,13 @@ zyg_read_reply(struct zyg_reply *rep, int ms)
 		got += n > 0 ? (size_t)n : 0;
 	}
 	return 0;
+}
+
+/* Reads one reply within ms.  Returns 0, -ETIMEDOUT, -EPIPE or -errno. */
+static int
+zyg_read_reply(struct zyg_reply *rep, int ms)
+{
+	return zyg_read(rep, sizeof(*rep), zyg_now() + ms);
 }
 
 /*
@@ -223,7 +240,7 @@ zygote_ready(void)
 	if (zyg_fd == -1)
 		return -ENOENT;
 	if ((rc = zyg_read_reply(&rep, ZYG_READY_MS)) == 0 &&
-	    (rep.zr_pid != 0 || rep.zr_err != 0))
+	    (rep.zr_pid != 0 || rep.zr_err != 0 || rep.zr_code != 0))
 		rc = -EPROTO;
 	if (rc != 0) {
 		log_warnx("zygote: not ready: %s", strerror(-rc));
@@ -454,6 +471,24 @@ zyg_send_hdr(const struct zyg_hdr *h, const int fds[3], int go, int st)
 	return n == sizeof(*h) ? 0 : -EIO;
 }
 
+/* Sends len bytes.  Returns 0 or -errno; blocks up to SO_SNDTIMEO. */
+static int
+zyg_send_all(const uint8_t *p, size_t len)
+{
+	size_t off = 0;
+	ssize_t n;
+
+	while (off < len) {
+		n = send(zyg_fd, p + off, len - off, MSG_NOSIGNAL);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			return -errno;
+		off += n;
+	}
+	return 0;
+}
+
 /* Sends one request.  Returns 0 or -errno; blocks up to SO_SNDTIMEO. */
 static int
 zyg_send(const struct job *job, const struct zyg_interp *zi,
@@ -461,48 +496,45 @@ zyg_send(const struct job *job, const struct zyg_interp *zi,
 {
 	struct buf b = { 0 };
 	struct zyg_hdr h;
-	size_t off = 0;
-	ssize_t n;
 	int rc;
 
 	if ((rc = zyg_strings(job, zi, &b)) != 0)
 		goto out;
 	h.zh_magic = ZYG_MAGIC;
 	h.zh_len = b.b_len;
-	if ((rc = zyg_send_hdr(&h, fds, go, st)) != 0)
-		goto out;
-	while (off < b.b_len) {
-		n = send(zyg_fd, buf_head(&b) + off, b.b_len - off,
-		    MSG_NOSIGNAL);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1) {
-			rc = -errno;
-			break;
-		}
-		off += n;
-	}
+	h.zh_code = job->j_code.b_len;
+	if ((rc = zyg_send_hdr(&h, fds, go, st)) == 0)
+		rc = zyg_send_all(buf_head(&b), b.b_len);
+	if (rc == 0)
+		rc = zyg_send_all(buf_head(&job->j_code), job->j_code.b_len);
 out:
 	buf_free(&b);
 	return rc;
 }
 
 /*
- * Asks the zygote for the handler process and waits for its pid.
- * Returns 0 or -errno, logged.  Blocks up to about 2 * ZYG_REPLY_MS.
+ * Asks the zygote for the handler process and waits for its pid, and for
+ * the code it compiled, if any, into code.  Returns 0 or -errno, logged.
+ * The zygote compiles the script before it answers: that is bounded by
+ * the handler's timeout, as python3's own compile would be, and by
+ * ZYG_REPLY_MS for a short one.
  */
 static int
 zyg_request(const struct job *job, const struct zyg_interp *zi,
-    const int fds[3], int go, int st, pid_t *pid)
+    const int fds[3], int go, int st, pid_t *pid, struct buf *code)
 {
+	static uint8_t tmp[PROTO_MAX_PAYLOAD];
+	uint32_t ms = job->j_run.timeout_ms;
 	struct zyg_reply rep;
+	uint64_t end;
 	int rc;
 
 	if ((rc = zyg_send(job, zi, fds, go, st)) != 0) {
 		log_warnx("zygote: sendmsg: %s", strerror(-rc));
 		return rc;
 	}
-	if ((rc = zyg_read_reply(&rep, ZYG_REPLY_MS)) != 0) {
+	end = zyg_now() + (ms > ZYG_REPLY_MS ? ms : ZYG_REPLY_MS);
+	if ((rc = zyg_read(&rep, sizeof(rep), end)) != 0) {
 		log_warnx("zygote: reply: %s", strerror(-rc));
 		return rc;
 	}
@@ -512,7 +544,15 @@ zyg_request(const struct job *job, const struct zyg_interp *zi,
 		return rc;
 	}
 	*pid = rep.zr_pid;
-	return 0;
+	if (rep.zr_code > PROTO_MAX_PAYLOAD) {
+		log_warnx("zygote: %u bytes of code", rep.zr_code);
+		return -EPROTO;
+	}
+	if (rep.zr_code > 0 && (rc = zyg_read(tmp, rep.zr_code, end)) == 0)
+		rc = buf_append(code, tmp, rep.zr_code);
+	if (rc != 0)
+		log_warnx("zygote: code: %s", strerror(-rc));
+	return rc;
 }
 
 /*
@@ -526,7 +566,8 @@ zyg_request(const struct job *job, const struct zyg_interp *zi,
  * zygote that failed is killed.
  */
 int
-zygote_spawn(const struct job *job, const int fds[3], int st, pid_t *pid)
+zygote_spawn(const struct job *job, const int fds[3], int st, pid_t *pid,
+    struct buf *code)
 {
 	struct zyg_interp zi;
 	int go[2], rc;
@@ -543,7 +584,7 @@ zygote_spawn(const struct job *job, const int fds[3], int st, pid_t *pid)
 		zyg_stop(1);
 		return -errno;
 	}
-	rc = zyg_request(job, &zi, fds, go[0], st, pid);
+	rc = zyg_request(job, &zi, fds, go[0], st, pid, code);
 	close(go[0]);
 	/* EOF on go, not a byte, makes a handler that exists exit unrun. */
 	if (rc == 0 && write(go[1], "g", 1) != 1) {
@@ -585,7 +626,7 @@ zyg_drain(int fd, int ms)
 static int
 zyg_warm_io(int null, const char **step)
 {
-	struct zyg_hdr h = { ZYG_WARM_MAGIC, 0 };
+	struct zyg_hdr h = { ZYG_WARM_MAGIC, 0, 0 };
 	const size_t len = sizeof(ZYG_WARM_BODY) - 1;
 	int in[2], out[2], fds[3], rc;
 
@@ -643,6 +684,8 @@ zygote_warm(void)
 	if (rc == 0) {
 		step = "reply";
 		rc = zyg_read_reply(&rep, ZYG_WARM_MS);
+		if (rc == 0 && rep.zr_code != 0)
+			rc = -EPROTO;
 	}
 	if (rc != 0) {
 		log_warnx("zygote warm-up: %s: %s", step, strerror(-rc));

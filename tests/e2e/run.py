@@ -93,10 +93,12 @@ ALPHA = {
     "flood": {"script": "flood.sh", "timeout": "3s"},
     "agentprobe": {"script": "agentprobe.sh"},
     "preloaded": {"script": "preloaded.py"},
+    "compiled": {"script": "compiled.py"},
 }
 BETA = {
     "plant": {"script": "plant.sh"},
     "echo": {"script": "echo.sh"},
+    "compiled": {"script": "compiled.py"},
 }
 # Abusive handlers (issue 4), each followed by normal events.
 MALLORY = {
@@ -2038,6 +2040,69 @@ def test_python_from_warm_interpreter(env):
     check(r.body.startswith(b"preloaded\n"), "cold python: %r" % r.body)
 
 
+def event_logged(env, route, body):
+    """Sends one event; returns the response and vmcgi's log lines for
+    it once its request line (status=) is written."""
+    mark = env.log_mark()
+    r = env.client.req("POST", hook(route), body)
+    lines = env.wait_log(mark, lambda ls: any(
+        r.rid in l and "status=" in l for l in ls)) or []
+    return r, rid_lines(lines, r.rid)
+
+
+def code_state(lines):
+    """The code= word of a request's log line, or None."""
+    for l in lines:
+        m = re.search(r"status=.* code=([a-z-]+)", l)
+        if m:
+            return m.group(1)
+    return None
+
+
+@test(timeout=180)
+def test_python_code_kept_between_events(env):
+    """A python3 handler's script is compiled by its first event's guest
+    and kept by vmcgi: the next event with the very same script runs
+    from that code and answers the same (log: code=kept, then
+    code=given).  A changed script is compiled afresh.  Another tenant's
+    handler with the same bytes never gets it.  A script python3 warns
+    about is never kept, so the warning shows on every event."""
+    token = os.urandom(4).hex()
+    paths = [os.path.join(env.tenants, t, "compiled.py")
+             for t in ("alpha", "beta")]
+
+    def write(text):
+        for p in paths:
+            with open(p, "w") as f:
+                f.write(text)
+
+    for version in ("v1", "v2"):
+        write("#!/usr/bin/python3\nimport sys\n"
+              "def answer(body):\n    return '%s %s ' + body\n"
+              "print(answer(sys.stdin.read()))\n" % (version, token))
+        seen = []
+        for i in range(2):
+            r, lines = event_logged(env, "alpha/compiled", b"b%d" % i)
+            want = ("%s %s b%d\n" % (version, token, i)).encode()
+            check(r.status == 200 and r.body == want,
+                  "%s, event %d: %r, wanted %r" % (version, i, r, want))
+            seen.append(code_state(lines))
+        check(seen == ["kept", "given"], "%s: code %r, wanted kept then "
+              "given" % (version, seen))
+    r, lines = event_logged(env, "beta/compiled", b"b")
+    check(r.status == 200 and r.body.startswith(b"v2 "), "beta: %r" % r)
+    check(code_state(lines) == "kept", "beta's first event: code %r, "
+          "wanted kept (compiled in its own guest)" % code_state(lines))
+    write("#!/usr/bin/python3\nprint(1 is 1)\n")
+    for i in range(2):
+        r, lines = event_logged(env, "alpha/compiled", b"")
+        check(r.status == 200 and r.body == b"True\n", "warns: %r" % r)
+        check(any("SyntaxWarning" in l for l in lines),
+              "event %d: no SyntaxWarning in the log: %r" % (i, lines))
+        check(code_state(lines) is None, "a script that warns: code %r"
+              % code_state(lines))
+
+
 @test(timeout=240)
 def test_template_rebuilt_when_clones_fail(env):
     """A snapshot that goes bad on disk makes restores fail; after three in
@@ -2150,7 +2215,8 @@ def test_tcp_listen(env):
         f.write(text)
     logf = open(os.path.join(env.tmp, "vmcgi-tcp.log"), "wb")
     proc = subprocess.Popen(
-        nsenter(env.ns) + [os.path.join(env.build, "vmcgi"), "-c", ini], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+        nsenter(env.ns) + [os.path.join(env.build, "vmcgi"), "-c", ini],
+        stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
         start_new_session=True)
     try:
         req = fcgi_request(hook("alpha/echo"), b"over tcp").hex()

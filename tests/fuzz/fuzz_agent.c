@@ -3,8 +3,8 @@
  * the agent would fork the handler.  The fuzzer's bytes are what a hostile
  * host writes after a restore: the agent's chan_fill reads them, and the
  * loop of agent.c's agent_setup takes HELLO (found with chan_find_hello),
- * SCRIPT, ENV and RUN through setup_message.  A job that reaches RUN is
- * judged by the zygote's parser of the "#!" line and environment.
+ * SCRIPT, CODE, ENV and RUN through setup_message.  A job that reaches
+ * RUN is judged by the zygote's parser of the "#!" line and environment.
  *
  * The clock and RNG are left alone: the HELLO step is a stub that only
  * checks what agent_hello_apply would be given.
@@ -38,6 +38,7 @@ fuzz_job_free(struct job *job)
 	for (i = 0; i < job->j_nenv; i++)
 		free(job->j_env[i]);
 	buf_free(&job->j_script);
+	buf_free(&job->j_code);
 }
 
 /* agent_setup without the poll: 1 on RUN, 0 for more, -errno. */

@@ -48,6 +48,7 @@ test_good(void)
 	    "handlers belong to their tenant");
 	CHECK(c.user != NULL && strcmp(c.user, "nobody") == 0 &&
 	    c.user_uid != 0, "user default: nobody");
+	CHECK(c.code_cache == 1, "code_cache default: yes");
 	CHECK(c.vm_uid_first == 0x70000000 && c.vm_uid_last == 0x7000ffff,
 	    "vm_uids default: %lu-%lu", (unsigned long)c.vm_uid_first,
 	    (unsigned long)c.vm_uid_last);
@@ -210,6 +211,8 @@ test_bad(void)
 	    "user = no-such-user-here\n", "no user \"no-such-user-here\"");
 	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
 	    "workers = 257\n", "[vmcgi] workers");
+	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
+	    "code_cache = on\n", "[vmcgi] code_cache: \"on\" is not yes or no");
 	/* root's group and account are in 0-10: vmcgi refuses to share. */
 	expect_error(BASE "[handler a/h]\nscript = s\n[vmcgi]\n"
 	    "vm_uids = 1-100000\n", "of user");
