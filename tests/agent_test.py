@@ -313,11 +313,12 @@ class Harness:
 class Clone:
     """One VM restored from the template; serves one handler run."""
 
+    # Set: each python3 run gets the CODE an earlier run of the same
+    # script sent back, and must not send one itself (it loaded it).
+    cached = False
+
     def __init__(self, h):
         self.h = h
-        # Set: each python3 run gets the CODE an earlier run of the same
-        # script sent back, and must not send one itself (it loaded it).
-        self.cached = False
         t0 = time.monotonic()
         sfd = os.open(h.state, os.O_RDONLY)
         try:
