@@ -775,7 +775,8 @@ class Bench:
         base = drv.QEMU_BASE
         base[base.index("-m") + 1] = MEMORY
         base[base.index("-accel") + 1] = accel
-        base[base.index("-cpu") + 1] = "host" if accel == "kvm" else "max"
+        base[base.index("-cpu") + 1] = "host" if accel == "kvm" else \
+            "qemu64"
         drv.MEM = MEMORY
         self.driver = drv.Harness(self.build)
         if accel == "kvm":      # vmcgi's command line with kvm-clock

@@ -51,7 +51,7 @@ TIMING_RUNS = int(os.environ.get("AGENT_TEST_TIMING_RUNS", "11"))
 
 QEMU_BASE = [
     "qemu-system-x86_64", "-nodefaults", "-no-user-config",
-    "-display", "none", "-M", "microvm", "-accel", "tcg", "-cpu", "max",
+    "-display", "none", "-M", "microvm", "-accel", "tcg", "-cpu", "qemu64",
     "-smp", "1", "-m", MEM,
 ]
 
