@@ -10,13 +10,15 @@ For a handler whose first line names python3, the agent sends one request
 (see src/agent/zygote.c for the layout), and this process becomes the
 handler: a clone serves a single event, so nothing is kept for a next one
 and there is no need to fork.  It sets itself up to look like
-`python3 SCRIPT` (stdio, environment, argv, __main__, cwd), reports its
-pid, and runs the script only once the agent says go.  The agent waits
-for it, times it out and kills it like any exec'd handler.
+`python3 SCRIPT` (stdio, environment, argv, __main__, cwd), reads and
+compiles the script (or loads the code the host kept from an earlier
+event of the handler), reports its pid and the code it compiled, and
+runs the script only once the agent says go.  The agent waits for it,
+times it out and kills it like any exec'd handler.
 
-A pooled clone first sends a warm-up request (no strings, no tenant
-input): we run WARM_SOURCE, set up the same way, and keep waiting for the
-real request.  Under TCG each clone's QEMU translates guest code anew; the
+A pooled clone first sends a warm-up request (the agent's fixed strings,
+no tenant input): we run WARM_SOURCE, set up the same way, and keep
+waiting for the real request.  Under TCG each clone's QEMU translates guest code anew; the
 warm-up has it translate the handler's paths, and has this process fault
 in the memory a handler writes, before an event pays for either.
 """
@@ -48,7 +50,7 @@ import urllib.parse  # noqa: F401
 
 SOCK_FD = 3
 MAGIC = 0x315A5956		# "VYZ1" in host byte order
-WARM_MAGIC = 0x315A5957		# "WYZ1": the pool's warm-up, no strings
+WARM_MAGIC = 0x315A5957		# "WYZ1": the pool's warm-up
 HDR_LEN = 12
 MAX_REQUEST = 20 << 20		# more than PROTO_MAX_ENV entries can fill
 MAX_CODE = 64 << 10		# PROTO_MAX_PAYLOAD: CODE is one message
@@ -85,11 +87,9 @@ def recv_request(sock):
             return None
         head += data
     magic, size, csize = u32(head, 0), u32(head, 4), u32(head, 8)
-    if magic == WARM_MAGIC and size == 0 and csize == 0 and \
-            len(fds) == NFDS:
-        return True, fds, [], b""
-    if magic != MAGIC or size > MAX_REQUEST or csize > MAX_CODE or \
-            len(fds) != NFDS:
+    warm = magic == WARM_MAGIC and csize == 0
+    if not (magic == MAGIC or warm) or size > MAX_REQUEST or \
+            csize > MAX_CODE or len(fds) != NFDS:
         raise ValueError("bad request: magic %x, %d+%d bytes, %d fds"
                          % (magic, size, csize, len(fds)))
     size += csize
@@ -105,7 +105,7 @@ def recv_request(sock):
     strings = bytes(body[:size - csize]).split(b"\0")
     if len(strings) < 5 or strings[-1] != b"":
         raise ValueError("bad request strings")
-    return False, fds, strings[:-1], code
+    return warm, fds, strings[:-1], code
 
 
 def make_stdio(fd, write, name, errors, unbuffered):
@@ -384,24 +384,24 @@ def main(argv=None):
 if __name__ == "__main__":
     sys.exit(main())
 """
-WARM_STRINGS = [b"/usr/bin/python3", b"/usr/bin/python3", b"",
-                b"/tmp/<warm-up>"]
 
 
-def warm(sock, fds):
-    """Runs WARM_SOURCE here, set up as a handler is, then puts our own
-    stdio back and answers.  Here and not in a child: pages written after
-    a fork fault again (write-protected) in the parent, and those faults,
-    not the interpreter, were most of a handler's time under TCG.  What it
-    leaves behind is fixed, never tenant input."""
+def warm(sock, fds, strings):
+    """Runs WARM_SOURCE here, set up as a handler is with the agent's
+    fixed STRINGS (an interpreter, a script path and a CGI-like
+    environment), then puts our own stdio and empty environment back and
+    answers.  Here and not in a child: pages written after a fork fault
+    again (write-protected) in the parent, and those faults, not the
+    interpreter, were most of a handler's time under TCG.  What it leaves
+    behind is fixed, never tenant input."""
     saved = [os.dup(i) for i in range(3)]
     err = 0
     try:
-        prepare(fds, WARM_STRINGS)
+        prepare(fds, strings)
         # A handler's way to its code, both of them: read (any file will
         # do), compiled, then loaded from the .pyc that compiling made.
         read_source(__file__)
-        script = os.fsdecode(WARM_STRINGS[3])
+        script = os.fsdecode(strings[3])
         code, pyc = load_code(script, WARM_SOURCE, b"")
         if pyc:
             code, _ = load_code(script, WARM_SOURCE, pyc)
@@ -419,6 +419,7 @@ def warm(sock, fds):
         os.dup2(saved[i], i)
     for fd in saved + fds:
         os.close(fd)
+    os.environ.clear()
     gc.collect()
     gc.freeze()
     reply(sock, 0, err)
@@ -438,7 +439,7 @@ def zygote():
             os._exit(0)
         is_warm, fds, strings, cached = req
         if is_warm:
-            warm(sock, fds)
+            warm(sock, fds, strings)
             continue
         return serve(sock, fds, strings, cached)
 

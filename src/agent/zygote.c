@@ -30,9 +30,10 @@
  * (10-15 ms under TCG) in a VM that is destroyed next.
  *
  * Before that, a pooled clone may send one warm-up request:
- * ZYG_WARM_MAGIC, zh_len 0, the same five descriptors (go and status
- * unused).  The zygote runs a fixed snippet (guest/zygote.py) itself, set
- * up as a handler would be, puts its own stdio back and answers a
+ * ZYG_WARM_MAGIC, fixed strings (ZYG_WARM_STRINGS), no code, the same
+ * five descriptors (go and status unused).  The zygote runs a fixed
+ * snippet (guest/zygote.py) itself, set up with those strings as a
+ * handler would be, puts its own stdio back and answers a
  * zyg_reply of pid 0 and 0 or an errno; it then waits for the real request
  * as before.
  */
@@ -58,6 +59,15 @@
 #define ZYG_WARM_MS 10000	/* the snippet, cold, under TCG: ~1 s */
 #define ZYG_WARM_BODY "{\"id\": \"evt_warm\", \"type\": \"warm.up\", " \
 	"\"data\": {\"amount\": 1200, \"items\": [1, 2, 3]}}"
+/*
+ * The warm-up's strings, laid out as zyg_strings lays out an event's, so
+ * that the zygote's way through a request is the one an event takes.
+ */
+#define ZYG_WARM_STRINGS "/usr/bin/python3\0/usr/bin/python3\0\0" \
+	"/tmp/<warm-up>\0REQUEST_METHOD=POST\0CONTENT_TYPE=application/json\0" \
+	"CONTENT_LENGTH=88\0HTTP_USER_AGENT=vmcgi-warm-up\0" \
+	"GATEWAY_INTERFACE=CGI/1.1\0PATH=/usr/local/bin:/usr/bin:/bin\0" \
+	"VMCGI_TENANT=warm\0VMCGI_HANDLER=up\0"
 #define ZYG_PYTHON "/usr/bin/python3"
 #define ZYG_SCRIPT "/usr/lib/vmcgi/zygote.py"
 #define ZYG_FD 3			/* the socket, in the zygote */
@@ -626,7 +636,7 @@ zyg_drain(int fd, int ms)
 static int
 zyg_warm_io(int null, const char **step)
 {
-	struct zyg_hdr h = { ZYG_WARM_MAGIC, 0, 0 };
+	struct zyg_hdr h = { ZYG_WARM_MAGIC, sizeof(ZYG_WARM_STRINGS) - 1, 0 };
 	const size_t len = sizeof(ZYG_WARM_BODY) - 1;
 	int in[2], out[2], fds[3], rc;
 
@@ -648,6 +658,8 @@ zyg_warm_io(int null, const char **step)
 	*step = "sendmsg";
 	if (rc == 0)
 		rc = zyg_send_hdr(&h, fds, null, null);
+	if (rc == 0)
+		rc = zyg_send_all((const uint8_t *)ZYG_WARM_STRINGS, h.zh_len);
 	close(in[0]);
 	close(out[1]);
 	if (rc == 0) {
