@@ -336,6 +336,12 @@ def render(b, cells, stopped, problems):
           "examples/tenants/acme/checkout.py fed "
           "examples/events/stripe-checkout-completed.json with its "
           "headers; every response is checked (body, signature_ok).",
+          "- Each system's first event per handler is not measured (page "
+          "cache, first exec). For vmcgi it is also the one whose guest "
+          "compiles the python3 script; the measured events run it from "
+          "vmcgi's code cache (code_cache = yes, the default; "
+          "docs/architecture.md), as every event after a handler's first "
+          "does in service.",
           "- Cold boot and gVisor have no web server in front: the "
           "driver spawns QEMU (tests/agent_test.py's recipe, share=off, "
           "no -incoming, READY(0), HELLO, the event) or `runsc run` and "

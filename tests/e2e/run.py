@@ -2205,10 +2205,13 @@ sys.stdout.write(out.hex())
 @test(timeout=400)
 def test_tcp_listen(env):
     """listen = HOST:PORT serves FastCGI over TCP (here on the loopback of
-    the test's own namespace, so the client runs in there too)."""
+    the test's own namespace, so the client runs in there too).  This
+    vmcgi also has code_cache = no: a python3 handler's code is never
+    kept nor given, its guest compiles it every time."""
     port = free_port()
     text = env.ini_text().replace("listen = %s" % env.sock,
-                                  "listen = 127.0.0.1:%d" % port)
+                                  "listen = 127.0.0.1:%d\ncode_cache = no"
+                                  % port)
     check("127.0.0.1:%d" % port in text, "could not rewrite listen")
     ini = os.path.join(env.tmp, "tcp.ini")
     with open(ini, "w") as f:
@@ -2235,6 +2238,20 @@ def test_tcp_listen(env):
         stdout, ended = fcgi_parse(out)
         check(cgi_status(stdout) == 200 and stdout.endswith(b"over tcp")
               and ended, "over TCP: %r" % out[:300])
+        req = fcgi_request(hook("alpha/preloaded"), b"").hex()
+        for i in range(2):
+            r = subprocess.run(["ip", "netns", "exec", env.ns,
+                                "/usr/bin/python3", "-c", TCP_CLIENT,
+                                str(port), req],
+                               capture_output=True, text=True, timeout=90)
+            stdout, ended = fcgi_parse(bytes.fromhex(r.stdout.strip()))
+            check(cgi_status(stdout) == 200 and b"preloaded\n" in stdout,
+                  "python3 over TCP: %r" % stdout[:300])
+        with open(os.path.join(env.tmp, "vmcgi-tcp.log")) as f:
+            lines = [l for l in f if "alpha/preloaded status=" in l]
+        check(len(lines) == 2 and all(" code=not-kept" in l
+                                      for l in lines),
+              "code_cache = no: %r" % lines)
     finally:
         proc.terminate()
         try:
