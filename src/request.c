@@ -326,6 +326,13 @@ req_queue_env(struct request *rq, const char *fmt, ...)
 	return chan_queue(&rq->vm.chan, PROTO_ENV, buf, (size_t)n);
 }
 
+/* The handler's index in the configuration, as the broker and cache use. */
+static size_t
+req_handler_index(const struct request *rq)
+{
+	return (size_t)(rq->h - rq->srv->cfg->handlers);
+}
+
 /* The script's code kept from an earlier event, if any, as CODE. */
 static int
 req_queue_code(struct request *rq)
@@ -335,7 +342,7 @@ req_queue_code(struct request *rq)
 	size_t n;
 	int rc;
 
-	if (cc == NULL || (n = codecache_get(cc, rq->h - rq->srv->cfg->handlers,
+	if (cc == NULL || (n = codecache_get(cc, req_handler_index(rq),
 	    rq->script, rq->slen, &code)) == 0)
 		return 0;
 	rc = chan_queue(&rq->vm.chan, PROTO_CODE, code, n);
@@ -428,7 +435,7 @@ req_on_code(struct request *rq, const uint8_t *p, size_t n)
 	}
 	rq->code = CODE_NOT_KEPT;
 	if (rq->srv->code != NULL && codecache_put(rq->srv->code,
-	    rq->h - rq->srv->cfg->handlers, rq->script, rq->slen, p, n) == 0)
+	    req_handler_index(rq), rq->script, rq->slen, p, n) == 0)
 		rq->code = CODE_KEPT;
 	return 0;
 }
@@ -698,7 +705,7 @@ req_take(struct request *rq, char **script, size_t *slen)
 	char why[512], msg[600];
 	int rc, fd = -1;
 
-	rc = broker_take(rq->broker, (uint32_t)(h - rq->srv->cfg->handlers),
+	rc = broker_take(rq->broker, (uint32_t)req_handler_index(rq),
 	    rq->id, &rq->vm, &rq->pooled, &fd, why, sizeof(why));
 	switch (rc) {
 	case BROKER_OK:
