@@ -95,10 +95,11 @@ def ratio_table(cells, key, p):
 
 
 def breakdown(cells):
-    out = ["| vmcgi | handler | c | pooled / fresh | client first byte "
+    out = ["| vmcgi | handler | c | pooled / fresh | code given / compiled "
+           "| client first byte "
            "| vmcgi first byte | restore (load) | resume + HELLO | "
            "vmcgi total | nginx + FastCGI |",
-           "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+           "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for system in ("vmcgi-pool", "vmcgi-od"):
         for handler in HANDLERS:
             for conc in (1, 4):
@@ -107,6 +108,9 @@ def breakdown(cells):
                 if not vm:
                     continue
                 pooled = sum(1 for r in vm if r["vm"] == "pool")
+                given = sum(1 for r in vm if r.get("code") == "given")
+                made = sum(1 for r in vm if r.get("code") in
+                           ("kept", "not-kept"))
                 fb = median([r["first_byte_ms"] for r in vm
                              if r["first_byte_ms"] >= 0])
                 load = median([r["load_ms"] for r in vm
@@ -116,9 +120,11 @@ def breakdown(cells):
                 client = c.stat("ttfb", 50)
                 over = client * 1000 - fb if client and fb else None
                 out.append("| %s | %s | %d | %d / %d | %s | %s | %s | %s "
-                           "| %s | %s |" % (
+                           "| %s | %s | %s |" % (
                                system, HANDLERS[handler], conc, pooled,
-                               len(vm) - pooled, ms(client),
+                               len(vm) - pooled,
+                               "%d / %d" % (given, made) if given or made
+                               else "-", ms(client),
                                "%.0f" % fb if fb is not None else "-",
                                "%.0f" % load if load is not None else "-",
                                "%.0f" % resume if resume is not None
@@ -314,7 +320,10 @@ def render(b, cells, stopped, problems):
               "From vmcgi's log line per request: its first byte is "
               "counted from the request's start in vmcgi; load is "
               "QEMU start to state loaded (fresh clones only); resume is "
-              "cont to READY(nonce); the rest of vmcgi's first byte is "
+              "cont to READY(nonce); code given / compiled counts the "
+              "python3 events whose script came from vmcgi's code cache "
+              "and those whose guest compiled it (log: code=given, "
+              "code=kept); the rest of vmcgi's first byte is "
               "the guest running the handler up to its first write "
               "(exec, interpreter start, TCG translation). nginx + "
               "FastCGI is the client's first byte minus vmcgi's.", ""]

@@ -879,11 +879,13 @@ def vmcgi_facts(text):
                       r"load_ms=(\d+) resume_ms=(\d+) first_byte_ms=(-?\d+)",
                       line)
         if m:
+            code = re.search(r" code=([a-z-]+)", line)
             out.setdefault(m.group(1), []).append({
                 "status": int(m.group(2)), "ms": int(m.group(3)),
                 "vm": m.group(4), "load_ms": int(m.group(5)),
                 "resume_ms": int(m.group(6)),
-                "first_byte_ms": int(m.group(7))})
+                "first_byte_ms": int(m.group(7)),
+                "code": code.group(1) if code else None})
     return out
 
 
