@@ -214,11 +214,13 @@ def load_code(script, source, cached):
     key = importlib.util.source_hash(source)
     head = importlib.util.MAGIC_NUMBER + PYC_FLAGS + key
     if len(cached) > len(head) and cached.startswith(head):
+        # Whatever marshal makes of bad bytes (ValueError, EOFError,
+        # MemoryError for a huge length...) means: compile instead.
         try:
             code = marshal.loads(memoryview(cached)[len(head):])
             if isinstance(code, types.CodeType):
                 return code, b""
-        except (EOFError, ValueError, TypeError):
+        except Exception:
             pass
     try:
         with warnings.catch_warnings(record=True) as shown:
@@ -229,8 +231,13 @@ def load_code(script, source, cached):
         for w in shown:
             warnings.showwarning(w.message, w.category, w.filename,
                                  w.lineno)
-    pyc = head + marshal.dumps(code)
-    return code, b"" if shown or len(pyc) > MAX_CODE else pyc
+    if shown:
+        return code, b""
+    try:
+        pyc = head + marshal.dumps(code)
+    except ValueError:		# nested deeper than marshal goes
+        return code, b""
+    return code, b"" if len(pyc) > MAX_CODE else pyc
 
 
 def serve(sock, fds, strings, cached):

@@ -18,7 +18,10 @@
 
 /* Scripts above this are not kept; their code would rarely fit CODE. */
 #define CODECACHE_MAX_SCRIPT (256 * 1024)
-/* Scripts and code kept, all handlers together. */
+/*
+ * Scripts and code kept, all handlers together; past it, the entries
+ * used least recently go.
+ */
 #define CODECACHE_MAX_TOTAL (64 * 1024 * 1024)
 
 struct codecache;
@@ -37,8 +40,9 @@ size_t	codecache_get(struct codecache *cc, size_t h, const char *script,
 
 /*
  * Keeps code (clen bytes, from a guest) as handler h's for script,
- * replacing what h had.  Returns 0, -EFBIG when the script or the total
- * is over its limit, or -ENOMEM.
+ * replacing what h had and dropping the entries used least recently if
+ * the total would pass its limit.  Returns 0, -EFBIG when the script is
+ * over its limit (h then keeps nothing), or -ENOMEM.
  */
 int	codecache_put(struct codecache *cc, size_t h, const char *script,
 	    size_t slen, const uint8_t *code, size_t clen);

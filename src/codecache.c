@@ -6,7 +6,11 @@
  * tenant, and a slot only ever serves its own handler anyway.
  *
  * Workers of the FastCGI process share the cache under one mutex; a get
- * copies out, so no worker reads a slot another replaces.
+ * copies out, so no worker reads a slot another replaces.  Past the total
+ * limit, the slots used least recently make room, so that a handler that
+ * changed its script, or one called for the first time, is never shut
+ * out by handlers nobody calls any more.  Eviction only costs speed: an
+ * evicted handler's next event compiles again.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -20,6 +24,7 @@ struct slot {
 	size_t		 slen;
 	uint8_t		*code;
 	size_t		 clen;
+	uint64_t	 used;	/* the cache's clock at the last get or put */
 };
 
 struct codecache {
@@ -27,6 +32,7 @@ struct codecache {
 	struct slot	*slots;
 	size_t		 nslots;
 	size_t		 total;	/* bytes held, scripts and code */
+	uint64_t	 clock;	/* ticks once per get or put */
 };
 
 struct codecache *
@@ -86,9 +92,34 @@ codecache_get(struct codecache *cc, size_t h, const char *script,
 	    (*code = malloc(s->clen)) != NULL) {
 		memcpy(*code, s->code, s->clen);
 		n = s->clen;
+		s->used = ++cc->clock;
 	}
 	pthread_mutex_unlock(&cc->lock);
 	return n;
+}
+
+/*
+ * Empties the slots used least recently, never keep, until need more
+ * bytes fit under the total.  Returns 0, or -EFBIG if they cannot.
+ */
+static int
+slot_make_room(struct codecache *cc, size_t keep, size_t need)
+{
+	struct slot *old;
+	size_t i;
+
+	while (cc->total + need > CODECACHE_MAX_TOTAL) {
+		old = NULL;
+		for (i = 0; i < cc->nslots; i++) {
+			if (i != keep && cc->slots[i].code != NULL &&
+			    (old == NULL || cc->slots[i].used < old->used))
+				old = &cc->slots[i];
+		}
+		if (old == NULL)
+			return -EFBIG;
+		slot_clear(cc, old);
+	}
+	return 0;
 }
 
 int
@@ -100,8 +131,14 @@ codecache_put(struct codecache *cc, size_t h, const char *script,
 	struct slot *s;
 	int rc = 0;
 
-	if (h >= cc->nslots || slen > CODECACHE_MAX_SCRIPT || clen == 0)
+	if (h >= cc->nslots)
 		return -EFBIG;
+	if (slen > CODECACHE_MAX_SCRIPT || clen == 0) {
+		pthread_mutex_lock(&cc->lock);
+		slot_clear(cc, &cc->slots[h]);
+		pthread_mutex_unlock(&cc->lock);
+		return -EFBIG;
+	}
 	if ((ns = malloc(slen ? slen : 1)) == NULL ||
 	    (nc = malloc(clen)) == NULL) {
 		free(ns);
@@ -111,14 +148,14 @@ codecache_put(struct codecache *cc, size_t h, const char *script,
 	memcpy(nc, code, clen);
 	pthread_mutex_lock(&cc->lock);
 	s = &cc->slots[h];
-	if (cc->total - s->slen - s->clen + slen + clen > CODECACHE_MAX_TOTAL) {
-		rc = -EFBIG;
-	} else {
-		slot_clear(cc, s);
+	/* What h held is of no use for another script either way. */
+	slot_clear(cc, s);
+	if ((rc = slot_make_room(cc, h, slen + clen)) == 0) {
 		s->script = ns;
 		s->slen = slen;
 		s->code = nc;
 		s->clen = clen;
+		s->used = ++cc->clock;
 		cc->total += slen + clen;
 		ns = NULL;
 		nc = NULL;

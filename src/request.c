@@ -41,10 +41,11 @@ enum req_code {
 	CODE_GIVEN,	/* kept from an earlier event, sent along */
 	CODE_KEPT,	/* compiled by this event's guest, kept */
 	CODE_NOT_KEPT,	/* compiled by the guest, not kept */
+	CODE_REPLACED,	/* given, refused by the guest, which compiled */
 };
 
 static const char *const req_code_names[] = {
-	"", " code=given", " code=kept", " code=not-kept",
+	"", " code=given", " code=kept", " code=not-kept", " code=replaced",
 };
 
 enum req_end {
@@ -420,15 +421,21 @@ req_stderr(struct request *rq, const uint8_t *p, size_t n)
 }
 
 /*
- * CODE: the guest compiled the script, before the handler ran.  Once per
- * event, and never when it was given the code.  Kept for this handler's
- * next event; what a guest sends here only reaches that handler's guests.
- * Returns 1 when the request loop is over.
+ * CODE: the guest compiled the script, before the handler ran.  At most
+ * once per event.  When the event was given code, the guest compiles
+ * only if it refused that code (made by another python3, say, after the
+ * template was rebuilt from a new image): what it sends then replaces
+ * the entry, which would otherwise be refused by every later event.
+ * Kept for this handler's next event; what a guest sends here only
+ * reaches that handler's guests.  Returns 1 when the request loop is
+ * over.
  */
 static int
 req_on_code(struct request *rq, const uint8_t *p, size_t n)
 {
-	if (rq->code != CODE_NONE || n == 0) {
+	int given = rq->code == CODE_GIVEN;
+
+	if ((rq->code != CODE_NONE && !given) || n == 0) {
 		rq->end = END_GUEST_LOST;
 		rq->why = "unexpected CODE from the agent";
 		return 1;
@@ -436,7 +443,7 @@ req_on_code(struct request *rq, const uint8_t *p, size_t n)
 	rq->code = CODE_NOT_KEPT;
 	if (rq->srv->code != NULL && codecache_put(rq->srv->code,
 	    req_handler_index(rq), rq->script, rq->slen, p, n) == 0)
-		rq->code = CODE_KEPT;
+		rq->code = given ? CODE_REPLACED : CODE_KEPT;
 	return 0;
 }
 

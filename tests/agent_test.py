@@ -961,6 +961,31 @@ def t_code_damaged(c):
     check(r.code == good, "CODE after a damaged one %r" % (r.code,))
 
 
+def t_code_huge_length(c):
+    # The right header over a marshal list claiming 2**31 items: loading
+    # fails (MemoryError), the zygote still serves (hmac is imported in
+    # it, not in an exec'd python3) and compiles afresh.
+    import importlib.util
+    script = ("#!/usr/bin/python3\nimport sys\n"
+              "print('hmac' in sys.modules)\n")
+    head = importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little") + \
+        importlib.util.source_hash(script.encode())
+    r = c.run(script, code=head + b"[" + (0x7fffffff).to_bytes(4, "little"))
+    r.expect(EXITED, 0, b"True\n", b"")
+    check(r.code is not None and r.code.startswith(head),
+          "CODE %r" % (r.code[:16] if r.code else None))
+
+
+def t_code_too_deep(c):
+    # Code nested deeper than marshal writes: run from the zygote all the
+    # same, and not offered for keeping.
+    script = ("#!/usr/bin/python3\nimport sys\nf = " + "lambda: " * 1100 +
+              "0\nprint('hmac' in sys.modules)\n")
+    r = c.run(script)
+    r.expect(EXITED, 0, b"True\n", b"")
+    check(r.code is None, "CODE for code marshal cannot write")
+
+
 def t_code_other_script(c):
     # The CODE of another script (its hash differs): not run.
     script = CODE_SCRIPT.replace("hello", "bye")
@@ -1001,6 +1026,8 @@ CODE_CASES = [
     ("CODE: given back, run without compiling", t_code_used),
     ("CODE: damaged, compiled afresh", t_code_damaged),
     ("CODE: of another script, not run", t_code_other_script),
+    ("CODE: claims 2**31 items, compiled afresh", t_code_huge_length),
+    ("CODE: none for code marshal cannot write", t_code_too_deep),
     ("CODE: none for a script that warns", t_code_warning),
     ("CODE: none for a shell script", t_code_not_for_shell),
     ("CODE before SCRIPT: EPROTO", lambda c: code_refused(

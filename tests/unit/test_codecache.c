@@ -1,6 +1,7 @@
 /*
  * test_codecache.c: a handler's compiled script is given back only for
- * the very same script bytes, only to that handler, and within limits.
+ * the very same script bytes, only to that handler, and within limits;
+ * past the total, the entries used least recently make room.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -62,25 +63,41 @@ main(void)
 	big = malloc(CODECACHE_MAX_SCRIPT + 2);
 	memset(big, 'a', CODECACHE_MAX_SCRIPT + 1);
 	big[CODECACHE_MAX_SCRIPT + 1] = '\0';
-	CHECK(put(cc, 1, big, "C") == -EFBIG, "script over %d bytes refused",
+	CHECK(put(cc, 1, "x", "C1") == 0 && put(cc, 1, big, "C") == -EFBIG &&
+	    strcmp(got(cc, 1, "x"), "") == 0,
+	    "script over %d bytes refused, the handler's old entry dropped",
 	    CODECACHE_MAX_SCRIPT);
 	big[CODECACHE_MAX_SCRIPT] = '\0';
 	CHECK(put(cc, 1, big, "CB") == 0 && strcmp(got(cc, 1, big), "CB") ==
 	    0, "script of %d bytes kept", CODECACHE_MAX_SCRIPT);
 	codecache_free(cc);
 
-	/* Full scripts in every slot: the total stops them, not memory. */
+	/*
+	 * Full scripts in every slot: the total holds fit of them.  Past
+	 * it, the least recently used go, and a get counts as a use.
+	 */
 	cc = codecache_new(300);
 	{
-		size_t h = 0;
+		size_t fit = CODECACHE_MAX_TOTAL / (CODECACHE_MAX_SCRIPT + 1);
+		size_t h, held = 0;
+		int ok = 1;
 
-		while (h < 300 && put(cc, h, big, "C") == 0)
-			h++;
-		CHECK(h == CODECACHE_MAX_TOTAL / (CODECACHE_MAX_SCRIPT + 1),
-		    "%zu full slots kept, then -EFBIG", h);
-		CHECK(strcmp(got(cc, 0, big), "C") == 0 &&
-		    strcmp(got(cc, h, big), "") == 0,
-		    "what was kept is still given");
+		for (h = 0; h < fit; h++)
+			ok = ok && put(cc, h, big, "C") == 0;
+		CHECK(ok && strcmp(got(cc, 0, big), "C") == 0,
+		    "%zu full slots kept", fit);
+		/* Slot 0 was just used: slot 1 is the oldest now. */
+		CHECK(put(cc, fit, big, "C") == 0 &&
+		    strcmp(got(cc, fit, big), "C") == 0 &&
+		    strcmp(got(cc, 1, big), "") == 0 &&
+		    strcmp(got(cc, 0, big), "C") == 0,
+		    "one more: the least recently used (1) made room, not 0");
+		for (h = fit + 1; h < 300; h++)
+			ok = ok && put(cc, h, big, "C") == 0;
+		for (h = 0; h < 300; h++)
+			held += got(cc, h, big)[0] != '\0';
+		CHECK(ok && held == fit && strcmp(got(cc, 299, big), "C") == 0,
+		    "300 puts all kept in turn, %zu held at the end", held);
 	}
 	free(big);
 	codecache_free(cc);
