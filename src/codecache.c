@@ -24,7 +24,7 @@ struct slot {
 	size_t		 slen;
 	uint8_t		*code;
 	size_t		 clen;
-	uint64_t	 used;	/* the cache's clock at the last get or put */
+	uint64_t	 used;	/* clock at the last get or put */
 };
 
 struct codecache {
