@@ -2046,7 +2046,7 @@ def event_logged(env, route, body):
     mark = env.log_mark()
     r = env.client.req("POST", hook(route), body)
     lines = env.wait_log(mark, lambda ls: any(
-        r.rid in l and "status=" in l for l in ls)) or []
+        r.rid in l and "status=" in l for l in ls), timeout=10) or []
     return r, rid_lines(lines, r.rid)
 
 
@@ -2247,8 +2247,14 @@ def test_tcp_listen(env):
             stdout, ended = fcgi_parse(bytes.fromhex(r.stdout.strip()))
             check(cgi_status(stdout) == 200 and b"preloaded\n" in stdout,
                   "python3 over TCP: %r" % stdout[:300])
-        with open(os.path.join(env.tmp, "vmcgi-tcp.log")) as f:
-            lines = [l for l in f if "alpha/preloaded status=" in l]
+        # The log line follows the response (vmcgi reaps the VM first).
+        deadline = time.monotonic() + 10
+        while True:
+            with open(os.path.join(env.tmp, "vmcgi-tcp.log")) as f:
+                lines = [l for l in f if "alpha/preloaded status=" in l]
+            if len(lines) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         check(len(lines) == 2 and all(" code=not-kept" in l
                                       for l in lines),
               "code_cache = no: %r" % lines)
